@@ -1,0 +1,187 @@
+"""The cases each problem is checked on, for the CPU tier (interpreter, small) and the GPU tier.
+
+A case is a shape, a dtype, a mask and a memory layout. Cases are grouped in families so a
+graded cell can award points per feature (ragged shapes, layouts, GQA, window, sinks...).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import device
+
+LAYOUTS = ("contiguous", "bnhd", "padded")
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    B: int
+    Hq: int
+    Hkv: int
+    N: int
+    D: int
+    dtype: torch.dtype = None               # None: the tier's dtype
+    is_causal: bool = False
+    window_size: Optional[int] = None
+    sink_size: Optional[int] = None
+    layout: str = "contiguous"              # bnhd: [B, N, H, D] transposed; padded: head dim sliced from 2D
+    seed: int = 0
+    spread: float = 1.0                     # std of q: > 1 makes peaky softmax rows
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.Hq % self.Hkv:
+            raise ValueError(f"Hq={self.Hq} is not a multiple of Hkv={self.Hkv}")
+
+    @property
+    def resolved_dtype(self):
+        return self.dtype or device.DTYPE
+
+    def mask_kwargs(self):
+        kw = {"is_causal": self.is_causal}
+        if self.window_size is not None:
+            kw["window_size"] = self.window_size
+        if self.sink_size is not None:
+            kw["sink_size"] = self.sink_size
+        return kw
+
+    def describe(self):
+        heads = f"H={self.Hq}" if self.Hq == self.Hkv else f"Hq={self.Hq} Hkv={self.Hkv}"
+        mask = "causal" if self.is_causal else "full"
+        if self.window_size is not None:
+            mask += f" W={self.window_size}"
+        if self.sink_size is not None:
+            mask += f" S={self.sink_size}"
+        dt = str(self.resolved_dtype).removeprefix("torch.")
+        extra = "" if self.layout == "contiguous" else f" {self.layout}"
+        return f"B={self.B} {heads} N={self.N} D={self.D} {mask} {dt}{extra}"
+
+    def make_inputs(self, dev=None):
+        """q [B, Hq, N, D], k and v [B, Hkv, N, D], with this case's layout and seed."""
+        dev = dev or device.DEVICE
+        gen = torch.Generator().manual_seed(self.seed)
+        out = []
+        for name, heads in (("q", self.Hq), ("k", self.Hkv), ("v", self.Hkv)):
+            d_alloc = 2 * self.D if self.layout == "padded" else self.D
+            if self.layout == "bnhd":
+                t = torch.randn(self.B, self.N, heads, d_alloc, generator=gen).transpose(1, 2)
+            else:
+                t = torch.randn(self.B, heads, self.N, d_alloc, generator=gen)
+            if name == "q":
+                t = t * self.spread
+            t = t.to(dev, self.resolved_dtype)
+            if self.layout == "bnhd":
+                t = t.transpose(1, 2).contiguous().transpose(1, 2)    # keep the strided view on device
+            out.append(t[..., : self.D])
+        return tuple(out)
+
+
+def _c(family, B, Hq, Hkv, N, D, **kw):
+    return Case(family, B, Hq, Hkv, N, D, **kw)
+
+
+def _attention_cases(problem: int, tier: str):
+    causal = problem >= 4
+    ck = {"is_causal": causal}
+    gqa = problem >= 5
+    f32 = torch.float32
+    if tier == "cpu":
+        # The interpreter costs ~4 ms per tile iteration: keep every suite well under 30 s.
+        cases = [
+            _c("basic", 1, 2, 2, 64, 16, seed=1, **ck),
+            _c("basic", 1, 1, 1, 48, 32, dtype=f32, seed=2, **ck),
+            _c("ragged", 2, 2, 2, 77, 16, seed=3, **ck),          # N not a multiple of any tile
+            _c("ragged", 3, 1, 1, 5, 16, seed=4, **ck),           # N smaller than a tile
+            _c("ragged", 2, 1, 1, 1, 32, seed=5, **ck),           # a single token
+            _c("ragged", 1, 2, 2, 130, 16, seed=6, spread=3.0, **ck),  # peaky rows across many tiles
+            _c("layout", 2, 2, 2, 40, 16, layout="bnhd", seed=7, **ck),
+            _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, **ck),
+            _c("headdim", 1, 1, 1, 37, 64, seed=9, **ck),
+        ]
+        if gqa:
+            cases += [
+                _c("gqa", 1, 4, 2, 45, 16, seed=10, **ck),
+                _c("gqa", 2, 8, 2, 20, 16, seed=11, layout="bnhd", **ck),
+                _c("gqa", 1, 2, 2, 33, 16, seed=12, is_causal=not causal),
+            ]
+    else:
+        cases = [
+            _c("basic", 2, 4, 4, 512, 64, seed=1, **ck),
+            _c("basic", 1, 2, 2, 256, 64, dtype=torch.float16, seed=2, **ck),
+            _c("ragged", 3, 2, 2, 1000, 64, seed=3, **ck),
+            _c("ragged", 2, 2, 2, 17, 64, seed=4, **ck),
+            _c("ragged", 2, 1, 1, 1, 128, seed=5, **ck),
+            _c("ragged", 1, 4, 4, 2085, 128, seed=6, spread=3.0, **ck),
+            _c("layout", 2, 4, 4, 777, 64, layout="bnhd", seed=7, **ck),
+            _c("layout", 1, 2, 2, 300, 64, layout="padded", seed=8, **ck),
+            _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
+            _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
+            _c("headdim", 1, 4, 4, 4096, 128, seed=11, **ck),
+        ]
+        if gqa:
+            cases += [
+                _c("gqa", 2, 8, 2, 1000, 64, seed=12, **ck),
+                _c("gqa", 1, 8, 4, 517, 128, seed=13, layout="bnhd", **ck),
+                _c("gqa", 2, 4, 4, 300, 64, seed=14, is_causal=not causal),
+                _c("gqa", 1, 16, 2, 1024, 128, seed=15, **ck),
+            ]
+    if problem == 1:
+        # PyTorch problem: also check the non-causal path (Problem 3 builds on it)
+        cases += [dataclasses.replace(c, family="full", is_causal=False, seed=c.seed + 100)
+                  for c in cases if c.family in ("basic", "ragged")][:3]
+    if problem >= 6:
+        cases += _window_cases(tier)
+    if problem == 7:
+        cases += _sink_cases(tier)
+    return cases
+
+
+def _window_cases(tier):
+    w = dict(is_causal=True)
+    if tier == "cpu":
+        return [
+            _c("window", 1, 2, 2, 70, 16, window_size=1, seed=20, **w),           # only the diagonal
+            _c("window", 1, 2, 1, 70, 16, window_size=5, seed=21, **w),           # W below a tile
+            _c("window", 2, 2, 2, 90, 16, window_size=21, seed=22, **w),          # W not a multiple of a tile
+            _c("window", 1, 4, 2, 50, 32, window_size=64, seed=23, **w),          # W >= N: plain causal
+            _c("window", 1, 2, 2, 100, 16, window_size=32, seed=24, layout="bnhd", **w),
+        ]
+    return [
+        _c("window", 1, 4, 4, 1000, 64, window_size=1, seed=20, **w),
+        _c("window", 2, 4, 2, 1500, 64, window_size=37, seed=21, **w),
+        _c("window", 2, 8, 2, 2049, 128, window_size=300, seed=22, **w),
+        _c("window", 1, 4, 4, 700, 128, window_size=1024, seed=23, **w),
+        _c("window", 1, 4, 2, 4096, 128, window_size=1024, seed=24, layout="bnhd", **w),
+    ]
+
+
+def _sink_cases(tier):
+    w = dict(is_causal=True)
+    if tier == "cpu":
+        return [
+            _c("sinks", 1, 2, 2, 70, 16, window_size=8, sink_size=0, seed=30, **w),
+            _c("sinks", 1, 2, 1, 70, 16, window_size=8, sink_size=1, seed=31, **w),
+            _c("sinks", 2, 2, 2, 90, 16, window_size=5, sink_size=12, seed=32, **w),   # S > W
+            _c("sinks", 1, 4, 2, 100, 16, window_size=17, sink_size=20, seed=33, **w),  # S across a tile boundary
+            _c("sinks", 1, 2, 2, 60, 32, window_size=1, sink_size=4, seed=34, layout="bnhd", **w),
+            _c("sinks", 1, 2, 2, 40, 16, window_size=64, sink_size=3, seed=35, **w),    # W >= N
+        ]
+    return [
+        _c("sinks", 1, 4, 4, 1000, 64, window_size=64, sink_size=0, seed=30, **w),
+        _c("sinks", 2, 4, 2, 1500, 64, window_size=100, sink_size=1, seed=31, **w),
+        _c("sinks", 1, 8, 2, 2000, 128, window_size=20, sink_size=70, seed=32, **w),
+        _c("sinks", 1, 4, 4, 1031, 128, window_size=129, sink_size=130, seed=33, **w),
+        _c("sinks", 1, 4, 2, 4096, 128, window_size=1024, sink_size=4, seed=34, layout="bnhd", **w),
+    ]
+
+
+def visible_cases(problem: int, tier: str = None):
+    tier = tier or device.TIER
+    if problem not in (1, 3, 4, 5, 6, 7):
+        raise ValueError(f"no attention cases for problem {problem!r}; problems 1 and 3-7 check attention")
+    return _attention_cases(problem, tier)

@@ -1,0 +1,218 @@
+"""`check(problem, fn)`: run a problem's cases against a student's function and explain failures.
+
+For every case: build inputs (seeded, maybe non-contiguous), compute the float64 reference, call
+`fn` under a Guard (Triton launches counted, PyTorch attention refused, fresh outputs poisoned),
+then check type, shape, dtype, device, untouched inputs, unwritten rows, NaN/inf, and the error
+against per-dtype tolerances. The first failing case raises AssertionError with a message that
+says which case, how many elements, where, and - when it can tell - which mistake.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+
+from . import device
+from .cases import Case, visible_cases
+from .diagnose import locate, mask_flips, whole_output_hypotheses
+from .guard import POISON, Guard
+from .reference import reference_attention
+
+# (atol, rtol) against the float64 reference. bf16 keeps 8 mantissa bits: P is rounded to bf16
+# before the P @ V product, and the output itself is rounded to bf16.
+TOLERANCES = {
+    torch.float32: (2e-4, 2e-4),
+    torch.float16: (4e-3, 4e-3),
+    torch.bfloat16: (2e-2, 2e-2),
+}
+LSE_TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
+
+TITLES = {
+    1: "PyTorch FlashAttention (blockwise online softmax)",
+    3: "Triton FlashAttention forward, non-causal",
+    4: "Causal FlashAttention, two phases",
+    5: "Grouped-query attention",
+    6: "Sliding-window attention",
+    7: "Attention sinks + sliding window + GQA",
+}
+
+
+class NotImplementedYet(AssertionError):
+    """The student's cell still holds the release stub."""
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    max_abs_err: float
+    seconds: float
+    launches: int
+
+
+@dataclass
+class CheckSummary:
+    problem: int
+    results: list = field(default_factory=list)
+
+    @property
+    def passed(self):
+        return len(self.results)
+
+    def __repr__(self):
+        worst = max((r.max_abs_err for r in self.results), default=0.0)
+        return f"CheckSummary(problem={self.problem}, passed={self.passed} cases, worst max|err|={worst:.2e})"
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    text = "".join(traceback.format_exception_only(type(exc), exc))
+    while exc is not None:
+        if isinstance(exc, NotImplementedError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    # compiled Triton rejects `raise` inside a kernel: the release stub shows up as a compile error
+    return "NotImplementedError" in text
+
+
+def _fail(case, problem, msg, hints=()):
+    lines = [f"Problem {problem} failed on case [{case.family}] {case.describe()} ({device.TIER} tier):", "  " + msg]
+    lines += ["  hint: " + h for h in hints]
+    raise AssertionError("\n".join(lines))
+
+
+def _call(problem, fn, case, q, k, v):
+    triton_problem = problem != 1
+    guard = Guard(triton_problem=triton_problem, seq_len=case.N)
+    t0 = time.perf_counter()
+    try:
+        with guard:
+            out = fn(q, k, v, **case.mask_kwargs())
+            if device.TIER == "gpu":
+                torch.cuda.synchronize()
+    except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
+        if _not_implemented(exc):
+            raise NotImplementedYet(
+                f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "
+                f"and run them again.") from None
+        from .reference import ReferenceCalledError
+        if isinstance(exc, ReferenceCalledError):
+            _fail(case, problem, f"cheating detected: {exc}")
+        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        if len(summary) > 1500:
+            summary = summary[:1500] + " ..."
+        _fail(case, problem, f"your function raised {summary}",
+              ["run the case yourself: q, k, v = autograder.Case(...).make_inputs(); see the traceback above."])
+        raise   # unreachable
+    return out, guard, time.perf_counter() - t0
+
+
+def _check_output(problem, case, out, q):
+    if problem == 1:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            _fail(case, problem, f"Problem 1 returns (O, lse): the output and the log-sum-exp of each row; "
+                                 f"got {type(out).__name__}")
+        out, lse = out
+    else:
+        lse = None
+    if out is None:
+        raise NotImplementedYet(f"Problem {problem}: your function returned None - is it implemented?")
+    if not isinstance(out, torch.Tensor):
+        _fail(case, problem, f"expected a torch.Tensor, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(q.shape):
+        _fail(case, problem, f"output shape {tuple(out.shape)}, expected {tuple(q.shape)} (same as q)")
+    if out.dtype != q.dtype:
+        _fail(case, problem, f"output dtype {out.dtype}, expected {q.dtype} (same as q)")
+    if out.device != q.device:
+        _fail(case, problem, f"output on {out.device}, expected {q.device} (same as q)")
+    if lse is not None:
+        if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != tuple(q.shape[:3]):
+            _fail(case, problem, f"lse must be a tensor of shape {tuple(q.shape[:3])} ([B, H, N]), "
+                                 f"got {getattr(lse, 'shape', type(lse).__name__)}")
+    return out, lse
+
+
+def check_case(problem: int, fn, case: Case) -> CaseResult:
+    """Run one case; raise AssertionError with a diagnosis if it fails."""
+    q, k, v = case.make_inputs()
+    expected, expected_lse = reference_attention(q, k, v, **case.mask_kwargs(), return_lse=True)
+    before = [t.clone() for t in (q, k, v)]
+    out, guard, seconds = _call(problem, fn, case, q, k, v)
+    cheat = guard.cheat_message()
+    if cheat:
+        _fail(case, problem, "cheating detected: " + cheat)
+    out, lse = _check_output(problem, case, out, q)
+    for name, t0, t in zip("qkv", before, (q, k, v)):
+        if not torch.equal(t0, t):
+            _fail(case, problem, f"your function modified its input {name}: compute into a new output tensor.")
+
+    atol, rtol = TOLERANCES[case.resolved_dtype]
+    got = out.double()
+    unwritten = got == torch.tensor(POISON, dtype=out.dtype).double()
+    if unwritten.any():
+        rows = unwritten.all(-1)
+        where, hints = locate(unwritten, out.shape)
+        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).",
+              hints or ["every query row needs a program: grid = (cdiv(N, BLOCK_M), B * H); "
+                        "store with mask offs_m < N, not a smaller bound."])
+    if not torch.isfinite(got).all():
+        nonfinite = ~torch.isfinite(got)
+        where, hints = locate(nonfinite, out.shape)
+        _fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
+              hints + ["NaN usually comes from exp2(-inf - (-inf)): a row that sees no key in a tile "
+                       "keeps m_i = -inf; or from 0/0 when l_i stays 0; or from loading out of bounds "
+                       "without other=0.0 / a mask."])
+    err = (got - expected).abs()
+    bad = err > atol + rtol * expected.abs()
+    if bad.any():
+        where, hints = locate(bad, out.shape)
+        b, h, i, d = bad.nonzero()[0].tolist()
+        msg = (f"{int(bad.sum())} of {bad.numel()} elements differ from the reference "
+               f"(max |err| {err.max().item():.3g}, tolerance {atol:g} + {rtol:g}*|ref|) at {where}. "
+               f"First: out[{b}, {h}, {i}, {d}] = {got[b, h, i, d].item():.5g}, "
+               f"expected {expected[b, h, i, d].item():.5g}.")
+        diagnosis = whole_output_hypotheses(q, k, v, out, case, atol, rtol)
+        diag_hints = [diagnosis] if diagnosis else mask_flips(q, k, v, out, case, atol, rtol)
+        _fail(case, problem, msg, diag_hints + hints)
+    if lse is not None:
+        la, lr = LSE_TOLERANCES[case.resolved_dtype]
+        lse = lse.double()
+        if not torch.allclose(lse, expected_lse, atol=la, rtol=lr):
+            diff = (lse - expected_lse).abs()
+            b, h, i = (diff == diff.max()).nonzero()[0].tolist()
+            hint = ""
+            if torch.allclose(lse, expected_lse / torch.log(torch.tensor(2.0, dtype=torch.float64)), atol=la, rtol=lr):
+                hint = " It matches log2-sum-exp2: return the natural log (multiply by ln 2)."
+            _fail(case, problem, f"O is right but lse is off (max |err| {diff.max().item():.3g} at batch {b}, "
+                                 f"head {h}, row {i}): lse = m_i + log(l_i), natural log, of the scaled scores.{hint}")
+    return CaseResult(case, float(err.max()) if err.numel() else 0.0, seconds, len(guard.launches))
+
+
+def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True) -> CheckSummary:
+    """Check `fn` on problem `problem`'s visible cases (or `cases`), optionally one `family` of them.
+
+    Prints one row per case behind a progress bar and raises AssertionError on the first failure."""
+    if problem not in TITLES:
+        if problem == 2:
+            raise ValueError("Problem 2 has its own checks: autograder.triton_basics.check_*(fn)")
+        raise ValueError(f"problem must be one of {sorted(TITLES)}, got {problem!r}")
+    if not callable(fn):
+        raise TypeError(f"fn must be your function (e.g. flash_attention_forward), got {type(fn).__name__}")
+    cases = list(cases) if cases is not None else visible_cases(problem)
+    if family is not None:
+        families = sorted({c.family for c in cases})
+        cases = [c for c in cases if c.family == family]
+        if not cases:
+            raise ValueError(f"no cases in family {family!r}; families: {families}")
+    summary = CheckSummary(problem)
+    from tqdm.auto import tqdm
+    bar = tqdm(cases, desc=f"Problem {problem}", disable=not verbose, leave=False)
+    for case in bar:
+        result = check_case(problem, fn, case)
+        summary.results.append(result)
+        if verbose:
+            tqdm.write(f"  ok  [{case.family:7s}] {case.describe():48s} max|err| {result.max_abs_err:.2e}  "
+                       f"{result.seconds * 1e3:8.1f} ms")
+    if verbose:
+        print(f"Problem {problem}: all {summary.passed} cases passed ({device.TIER} tier).")
+    return summary

@@ -1,0 +1,244 @@
+"""Explain a wrong attention output in words a student can act on.
+
+Two kinds of explanation, both computed against the float64 reference:
+  * whole-output hypotheses: the output equals attention with a known mistake (no 1/sqrt(D)
+    scale, exp2 without log2(e), the wrong K/V head for GQA, no final division...);
+  * mask flips: for each wrong row, the output matches the reference with one key, or one tile
+    of keys, made visible or hidden. The pattern of flips names an off-by-one mask, a skipped
+    tile or a loop that stops early.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import torch
+
+from .masks import attention_mask, dense_mask
+from .reference import naive_attention
+
+LOG2E = 1.4426950408889634
+
+
+def _ref(q, k, v, case, **kw):
+    mk = case.mask_kwargs()
+    mk.update({key: kw.pop(key) for key in ("is_causal", "window_size", "sink_size") if key in kw})
+    return naive_attention(q, k, v, compute_dtype=torch.float64, out_dtype=torch.float64, **mk, **kw)
+
+
+def _matches(out, alt, atol, rtol):
+    return bool(torch.isfinite(out).all()) and torch.allclose(out, alt.to(out.dtype), atol=atol, rtol=rtol)
+
+
+def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
+    """Return a sentence naming the mistake if the output equals a known wrong attention."""
+    D = q.shape[-1]
+    scale = 1 / math.sqrt(D)
+    out = out.double()
+    hyps = [
+        (dict(scale=1.0), "the output is attention WITHOUT the 1/sqrt(D) scale: multiply the scores "
+                          "by sm_scale (qk_scale = sm_scale * log2(e) when you use exp2)."),
+        (dict(scale=scale * math.log(2)), "scores went through exp2 without the log2(e) factor: "
+                                          "fold it into the scale (qk_scale = sm_scale * 1.44269504)."),
+        (dict(scale=scale * LOG2E), "the log2(e) factor is applied but exp (not exp2) is used: use "
+                                    "tl.exp2 with qk_scale, or tl.exp with sm_scale, not a mix."),
+        (dict(scale=1 / D), "the scale is 1/D; attention scales scores by 1/sqrt(D)."),
+    ]
+    if case.is_causal:
+        hyps.append((dict(is_causal=False, window_size=None, sink_size=None),
+                     "the output is NON-causal attention: the causal mask (key j visible only when "
+                     "j <= i) is not applied."))
+    if case.window_size is not None:
+        hyps.append((dict(window_size=None, sink_size=None),
+                     "the output is plain causal attention: the sliding window is not applied."))
+        if case.sink_size:
+            hyps.append((dict(sink_size=None), "the output ignores the sinks: keys j < S must stay "
+                                               "visible (when j <= i) even outside the window."))
+            hyps.append((dict(is_causal=True, window_size=case.window_size, sink_size=None, _sinks_all=True),
+                         "sink keys are visible to queries before them: a sink key j is visible only when j <= i."))
+    for kw, why in hyps:
+        if kw.pop("_sinks_all", False):
+            alt = _noncausal_sinks(q, k, v, case)
+        else:
+            alt = _ref(q, k, v, case, **kw)
+        if _matches(out, alt, atol, rtol):
+            return why
+    # GQA: the wrong K/V head for a query head
+    Hq, Hkv = q.shape[1], k.shape[1]
+    if Hq != Hkv:
+        group = Hq // Hkv
+        for idx, why in ((torch.arange(Hq) % Hkv, "query head h reads K/V head h % Hkv; the course rule is "
+                                                   "h // (Hq // Hkv) (consecutive query heads share a K/V head)."),
+                         (torch.zeros(Hq, dtype=torch.long), "every query head reads K/V head 0: the K/V head "
+                                                            "offset (h // (Hq // Hkv)) * stride_kh is missing."),
+                         (torch.arange(Hq).clamp(max=Hkv - 1), "query head h reads K/V head h (clamped): "
+                                                                "use h // (Hq // Hkv).")):
+            kk, vv = k[:, idx], v[:, idx]
+            if _matches(out, _ref(q, kk, vv, case), atol, rtol):
+                return why
+        del group
+    # unnormalised output: acc never divided by l
+    ref = _ref(q, k, v, case, return_lse=True)
+    o_ref, lse = ref
+    if _matches(out, o_ref * torch.exp(lse)[..., None], atol, rtol) or \
+            _matches(out / out.abs().amax().clamp(min=1e-30), (o_ref * torch.exp(lse)[..., None]) /
+                     (o_ref * torch.exp(lse)[..., None]).abs().amax(), 1e-2, 1e-2):
+        return "the output was never divided by l_i (the softmax denominator): finish with acc / l_i[:, None]."
+    return None
+
+
+def _noncausal_sinks(q, k, v, case):
+    """Window | (j < S) without the j <= i condition on sinks."""
+    N = q.shape[2]
+    idx = torch.arange(N, device=q.device)
+    vis = dense_mask(attention_mask(True, case.window_size, None), N, device=q.device) | (idx[None, :] < case.sink_size)
+    return _masked_ref(q, k, v, vis)
+
+
+def _masked_ref(q, k, v, visible):
+    D = q.shape[-1]
+    group = q.shape[1] // k.shape[1]
+    kk = k.double().repeat_interleave(group, 1)
+    vv = v.double().repeat_interleave(group, 1)
+    s = (q.double() @ kk.transpose(-1, -2)) / math.sqrt(D)
+    s = s.masked_fill(~visible, float("-inf"))
+    return torch.softmax(s, -1) @ vv
+
+
+def _fmt_ranges(idx):
+    idx = sorted(set(int(i) for i in idx))
+    if not idx:
+        return "none"
+    out, start, prev = [], idx[0], idx[0]
+    for i in idx[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    s = ", ".join(out[:6])
+    return s + (f", ... ({len(out)} ranges)" if len(out) > 6 else "")
+
+
+def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
+    """For wrong rows, find a key or tile of keys whose visibility flip explains the row.
+
+    Returns a list of sentences (empty when nothing explains the error)."""
+    B, Hq, N, D = q.shape
+    group = Hq // k.shape[1]
+    vis = dense_mask(attention_mask(**case.mask_kwargs()), N, device=q.device)   # [N, N]
+    o_ref = _ref(q, k, v, case)
+    bad = ~torch.isclose(out.double(), o_ref, atol=atol, rtol=rtol)
+    bad_rows = bad.any(-1).nonzero().tolist()      # [b, h, i]
+    if not bad_rows or N > 4096:
+        return []
+    bad_rows = bad_rows[:max_rows]
+    explained = Counter()
+    examples = {}
+    unexplained = 0
+    for b, h, i in bad_rows:
+        kv = h // group
+        qi = q[b, h, i].double()
+        kk, vv = k[b, kv].double(), v[b, kv].double()
+        s = (kk @ qi) / math.sqrt(D)                               # [N]
+        w = torch.exp(s - s[vis[i]].max())
+        vis_i = vis[i]
+        l = w[vis_i].sum()
+        o = (w[vis_i, None] * vv[vis_i]).sum(0) / l
+        sign = torch.where(vis_i, -1.0, 1.0).double()             # flipping removes visible, adds hidden
+        target = out[b, h, i].double()
+
+        def close(o2):               # [M, D] candidate rows -> [M] bool
+            return (torch.abs(o2 - target) <= atol + rtol * torch.abs(o2)).all(-1)
+        found = None
+        # one key flipped: o' = (l o + sign_j w_j v_j) / (l + sign_j w_j), for every j at once
+        sw = sign * w
+        denom = l + sw
+        o1 = (l * o + sw[:, None] * vv) / denom.clamp(min=1e-300)[:, None]
+        hit = (close(o1) & (denom > 0)).nonzero()
+        if len(hit):
+            j = int(hit[0])
+            found = ("hidden" if vis_i[j] else "visible", j - i, None)
+        else:
+            # one tile of keys flipped, for the usual tile sizes
+            csw = torch.cat([sw.new_zeros(1), sw.cumsum(0)])
+            cswv = torch.cat([vv.new_zeros(1, D), (sw[:, None] * vv).cumsum(0)])
+            for tile in (16, 32, 64, 128):
+                starts = torch.arange(0, N, tile, device=q.device)
+                ends = (starts + tile).clamp(max=N)
+                dw = csw[ends] - csw[starts]
+                dwv = cswv[ends] - cswv[starts]
+                den = l + dw
+                o2 = (l * o + dwv) / den.clamp(min=1e-300)[:, None]
+                hit = (close(o2) & (den > 0)).nonzero()
+                if len(hit):
+                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
+                    tv = vis_i[a:e]
+                    found = ("hidden" if tv.all() else "visible" if not tv.any() else "flipped", None, (a, e))
+                    break
+        if found is None:
+            unexplained += 1
+            continue
+        kind, offset, tile_range = found
+        key = (kind, offset) if tile_range is None else (kind, "tile")
+        explained[key] += 1
+        examples.setdefault(key, (b, h, i, offset, tile_range))
+    msgs = []
+    for (kind, offset), count in explained.most_common(3):
+        b, h, i, off, tile_range = examples[(kind, offset)]
+        if offset == "tile":
+            a, e = tile_range
+            msgs.append(f"{count} wrong row(s) match the reference with key tile {a}-{e - 1} {kind} "
+                        f"(e.g. batch {b}, head {h}, query row {i}): your kernel "
+                        + ("skips a key tile it must visit: check the loop bounds." if kind == "hidden"
+                           else "visits keys the mask rules out: check the loop bounds and the mask."))
+        else:
+            j = i + off
+            rel = "the diagonal key j = i" if off == 0 else f"key j = i {'+' if off > 0 else '-'} {abs(off)}"
+            what = "should be visible but your kernel hides it" if kind == "hidden" else \
+                "should be hidden but your kernel lets the query see it"
+            msgs.append(f"{count} wrong row(s) are off by exactly one key: {rel} {what} "
+                        f"(e.g. batch {b}, head {h}, query row {i}, key {j}).{_mask_hint(case, kind, off, j)}")
+    if unexplained and msgs:
+        msgs.append(f"{unexplained} other wrong row(s) have no single-key or single-tile explanation.")
+    return msgs
+
+
+def _mask_hint(case, kind, off, j):
+    if off == 0 and kind == "hidden":
+        return " Causal attention keeps the diagonal: visible when j <= i (not j < i)."
+    if off > 0 and kind == "visible":
+        return " A query must not see future keys: visible only when j <= i."
+    W = case.window_size
+    if W is not None and off == -W and kind == "visible":
+        if case.sink_size and j < case.sink_size:
+            return ""
+        return f" The window has W = {W} keys counting the diagonal: j >= i - (W - 1)."
+    if W is not None and off == -(W - 1) and kind == "hidden":
+        return f" The window has W = {W} keys counting the diagonal: j >= i - (W - 1), not j > i - (W - 1)."
+    S = case.sink_size
+    if S and kind == "hidden" and j < S:
+        return f" Sink keys j < S = {S} stay visible to every query i >= j."
+    if S and kind == "visible" and j == S:
+        return f" Only keys j < S = {S} are sinks (not j <= S)."
+    return ""
+
+
+def locate(bad: torch.Tensor, out_shape):
+    """Summarise where the wrong elements are: batches, heads, query rows."""
+    idx = bad.nonzero()
+    bs, hs, rows = idx[:, 0].unique().tolist(), idx[:, 1].unique().tolist(), idx[:, 2].unique().tolist()
+    B, H, N, _ = out_shape
+    parts = [f"batch {_fmt_ranges(bs)}" + (" (all)" if len(bs) == B else f" of {B}"),
+             f"head {_fmt_ranges(hs)}" + (" (all)" if len(hs) == H else f" of {H}"),
+             f"query rows {_fmt_ranges(rows)}" + (" (all)" if len(rows) == N else f" of {N}")]
+    hints = []
+    if len(bs) < B and bs and min(bs) > 0:
+        hints.append("only batches after the first are wrong: is the batch offset (b * stride_qb) applied?")
+    if len(hs) < H and hs and min(hs) > 0 and len(bs) == B:
+        hints.append("only some heads are wrong: check the head offsets and strides (and the K/V head for GQA).")
+    if rows and len(rows) < N and min(rows) > 0 and max(rows) == N - 1:
+        hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: check the bounds masks and that "
+                     "the grid covers cdiv(N, BLOCK_M) query tiles.")
+    return ", ".join(parts), hints

@@ -1,0 +1,110 @@
+"""Watch what a graded function does: Triton launches, PyTorch attention, unwritten outputs.
+
+`Guard` is a context manager around one call of the student's function. It
+  * counts Triton kernel launches (compiled or interpreted),
+  * records PyTorch operations that compute attention instead of the kernel: SDPA, FlexAttention,
+    softmax, matrix products (any, for Triton problems; square N x N scores for Problem 1),
+  * fills every tensor allocated with torch.empty* with a poison value, so output rows that the
+    kernel never writes are visible afterwards,
+  * makes the autograder's reference refuse to run.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from . import reference
+
+aten = torch.ops.aten
+
+POISON = -31337.0   # impossible for attention: outputs are convex combinations of V rows
+
+_ATTENTION_OPS = {
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_attention_math",
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable",
+    "scaled_dot_product_attention", "_flash_attention_forward", "_efficient_attention_forward",
+    "flex_attention",
+}
+_SOFTMAX_OPS = {"_softmax", "softmax", "_log_softmax", "log_softmax", "logsumexp", "_safe_softmax"}
+_MATMUL_OPS = {"mm", "bmm", "matmul", "addmm", "baddbmm", "addbmm", "einsum", "_efficient_attention_forward"}
+_EMPTY_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+
+
+class Guard(TorchDispatchMode):
+    def __init__(self, triton_problem: bool, seq_len: int, poison: bool = True):
+        super().__init__()
+        self.triton_problem = triton_problem
+        self.seq_len = seq_len
+        self.poison = poison
+        self.launches = []          # kernel names, in launch order
+        self.forbidden = []         # (op name, why)
+        self._patched = []
+
+    # -- PyTorch side -------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
+        out = func(*args, **kwargs)
+        if name in _ATTENTION_OPS:
+            self.forbidden.append((name, "PyTorch's attention (scaled_dot_product_attention / flex_attention)"))
+        elif name in _SOFTMAX_OPS:
+            if self.triton_problem or self._is_full_scores(out):
+                self.forbidden.append((name, "a PyTorch softmax over attention scores"))
+        elif name in _MATMUL_OPS:
+            if self.triton_problem:
+                self.forbidden.append((name, "a PyTorch matrix product (the kernel must do the math)"))
+            elif self._is_full_scores(out):
+                self.forbidden.append((name, f"a full {self.seq_len}x{self.seq_len} score matrix "
+                                             "(process keys tile by tile)"))
+        elif name in _EMPTY_OPS and self.poison and isinstance(out, torch.Tensor) \
+                and out.is_floating_point() and out.numel():
+            out.fill_(POISON)
+        return out
+
+    def _is_full_scores(self, out):
+        n = self.seq_len
+        return isinstance(out, torch.Tensor) and out.dim() >= 2 and n > 64 \
+            and out.shape[-1] >= n and out.shape[-2] >= n
+
+    # -- Triton side --------------------------------------------------------------------
+    def _patch_triton(self):
+        import triton.runtime.jit as jit
+        classes = [jit.JITFunction]
+        try:
+            from triton.runtime.interpreter import InterpretedFunction
+            classes.append(InterpretedFunction)
+        except ImportError:   # pragma: no cover - older Triton
+            pass
+        guard = self
+        for cls in classes:
+            original = cls.run
+
+            def run(self, *args, __original=original, **kwargs):
+                if not kwargs.get("warmup", False):
+                    guard.launches.append(getattr(self, "__name__", None) or getattr(self.fn, "__name__", "?"))
+                return __original(self, *args, **kwargs)
+            cls.run = run
+            self._patched.append((cls, original))
+
+    def __enter__(self):
+        self._patch_triton()
+        reference._inside_check = True
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        reference._inside_check = False
+        for cls, original in self._patched:
+            cls.run = original
+        self._patched.clear()
+        return super().__exit__(*exc)
+
+    def cheat_message(self):
+        """A sentence for the student, or None when the call looks honest."""
+        if self.forbidden:
+            op, why = self.forbidden[0]
+            return f"your function computed attention with {why} (aten.{op}); " \
+                   + ("write it as a Triton kernel." if self.triton_problem else "use blockwise online softmax.")
+        if self.triton_problem and not self.launches:
+            return "your function launched no Triton kernel: the output must come from your @triton.jit kernel."
+        return None
