@@ -5,7 +5,7 @@ must run before any @triton.jit kernel is defined.
 """
 from . import device  # noqa: I001 - sets TRITON_INTERPRET before anything imports triton kernels
 from .device import BANNER, DEVICE, DTYPE, TIER
-from . import masks
+from . import bench, masks, tiles
 from .cases import Case, visible_cases
 from .check import NotImplementedYet, check, check_case
 from .reference import naive_attention, reference_attention, validate_attention_inputs

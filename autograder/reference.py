@@ -54,7 +54,8 @@ def naive_attention(q, k, v, is_causal=False, window_size=None, sink_size=None,
     returned in `out_dtype` (default q.dtype), and the natural-log log-sum-exp of each row,
     [B, Hq, N] in compute_dtype, if asked."""
     _refuse_inside_check()
-    B, Hq, Hkv, N, D = validate_attention_inputs(q, k, v, is_causal, window_size, sink_size)
+    B, Hq, Hkv, N, D = validate_attention_inputs(q, k, v, is_causal, window_size, sink_size,
+                                                 dtypes=SUPPORTED_DTYPES + (torch.float64,))
     group = Hq // Hkv
     # [B, Hkv, N, D] -> [B, Hq, N, D]: query head h reads K/V head h // group
     k = k.to(compute_dtype).repeat_interleave(group, dim=1)

@@ -20,9 +20,13 @@ def attention_tiles(head_dim: int, dtype: torch.dtype = None, causal: bool = Fal
         return dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1)
     cap = device.CAPABILITY
     if cap >= (9, 0):                                   # Hopper: H100 / H200
-        if head_dim <= 64:
-            return dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
+        # Measured on an H100 (bf16, Triton 3.6) over 8 configurations: 128x64 with 8 warps wins
+        # non-causal; causal and windowed grids of 64-row tiles balance better (more, shorter
+        # programs: the triangle leaves fewer SMs idle at the end).
+        if causal:
+            return dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)
         return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
+    # Not measured here (no such GPU in this project's lab): sizes that fit the shared memory.
     if cap >= (8, 0):                                   # Ampere / Ada: A100, L4, RTX 30xx/40xx
         if head_dim <= 64:
             return dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)

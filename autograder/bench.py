@@ -1,0 +1,211 @@
+"""Benchmark attention implementations on the GPU: time, TFLOP/s, extra memory, and a plot.
+
+Timing is `triton.testing.do_bench` (CUDA events, warm-up, L2 flushed before every run, median).
+TFLOP/s counts only attended query-key pairs: 4 * B * Hq * D * pairs (two matmuls, 2 flops per
+multiply-add), so a causal or windowed kernel is not credited for work the mask rules out.
+Extra memory is the peak allocated during one call minus what was allocated before it (the inputs).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import device
+from .masks import attended_pairs, attention_mask
+from .reference import naive_attention
+
+
+@dataclass(frozen=True)
+class Shape:
+    B: int
+    Hq: int
+    Hkv: int
+    N: int
+    D: int
+    is_causal: bool = False
+    window_size: Optional[int] = None
+    sink_size: Optional[int] = None
+
+    def mask_kwargs(self):
+        kw = {"is_causal": self.is_causal}
+        if self.window_size is not None:
+            kw["window_size"] = self.window_size
+        if self.sink_size is not None:
+            kw["sink_size"] = self.sink_size
+        return kw
+
+    def describe(self):
+        mask = "full" if not self.is_causal else "causal"
+        if self.window_size:
+            mask = f"window {self.window_size}"
+        if self.sink_size:
+            mask += f" + {self.sink_size} sinks"
+        return f"({self.B}, {self.Hq}, {self.Hkv}, {self.N}, {self.D}) {mask}"
+
+    def flops(self):
+        return 4 * self.B * self.Hq * self.D * attended_pairs(self.N, **self.mask_kwargs())
+
+
+# The shapes of ../shared/ANCHORS.md, per problem.
+SHAPES = {
+    3: [Shape(4, 16, 16, 4096, 64), Shape(2, 16, 16, 8192, 128)],
+    4: [Shape(4, 16, 16, 4096, 64, True), Shape(2, 16, 16, 8192, 128, True), Shape(1, 16, 16, 16384, 128, True)],
+    5: [Shape(4, 32, 8, 4096, 128, True)],
+    6: [Shape(1, 16, 16, 16384, 128, True, 1024), Shape(1, 16, 16, 32768, 128, True, 1024)],
+    7: [Shape(1, 16, 16, 16384, 128, True, 1024, 4), Shape(1, 16, 16, 16384, 128, True, 256, 4),
+        Shape(1, 16, 16, 32768, 128, True, 1024, 4)],
+}
+
+SOLUTION_MODULES = {
+    1: "solutions.p1_pytorch_flash_attention",
+    3: "solutions.p3_flash_attention_forward",
+    4: "solutions.p4_causal_two_phase",
+    5: "solutions.p5_grouped_query_attention",
+    6: "solutions.p6_sliding_window",
+    7: "solutions.p7_attention_sinks",
+}
+
+
+def reference_solution(problem: int):
+    """The course's reference flash_attention_forward for `problem` (None if not generated yet)."""
+    try:
+        return importlib.import_module(SOLUTION_MODULES[problem]).flash_attention_forward
+    except (ImportError, KeyError):
+        return None
+
+
+def _sdpa(backend_name):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backend = getattr(SDPBackend, backend_name)
+    F = torch.nn.functional
+
+    def run(q, k, v, is_causal=False, window_size=None, sink_size=None):
+        if window_size is not None or sink_size:
+            raise NotImplementedError("SDPA's fused backends take no window or sink mask")
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=q.shape[1] != k.shape[1])
+    return run
+
+
+def _flex(shape: Shape):
+    """Compiled FlexAttention with the course's mask predicates; the block mask is built here,
+    outside the timed region."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    compiled = torch.compile(flex_attention, dynamic=False)
+    block_mask = None
+    if shape.is_causal:
+        pred = attention_mask(**shape.mask_kwargs())
+        block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: pred(q_idx, kv_idx), None, None,
+                                       shape.N, shape.N, device="cuda")
+
+    def run(q, k, v, **_):
+        return compiled(q, k, v, block_mask=block_mask, enable_gqa=q.shape[1] != k.shape[1])
+    return run
+
+
+def _naive_fits(shape: Shape, limit_gib=24):
+    return shape.B * shape.Hq * shape.N * shape.N * 4 * 3 / 2**30 < limit_gib
+
+
+def measure(fn, q, k, v, shape: Shape, name: str):
+    """One record: median ms, TFLOP/s, extra GiB; or the reason it did not run."""
+    import triton
+    kw = shape.mask_kwargs()
+    rec = {"name": name, "shape": shape.describe(), "N": shape.N, "ms": math.nan, "tflops": math.nan,
+           "extra_gib": math.nan, "note": ""}
+    try:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        out = fn(q, k, v, **kw)
+        torch.cuda.synchronize()
+        rec["extra_gib"] = (torch.cuda.max_memory_allocated() - before) / 2**30
+        del out
+        ms = triton.testing.do_bench(lambda: fn(q, k, v, **kw), warmup=25, rep=100, return_mode="median")
+    except (NotImplementedError, RuntimeError, ValueError, AssertionError, torch.OutOfMemoryError) as exc:
+        rec["note"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:60]}"
+        torch.cuda.empty_cache()
+        return rec
+    rec["ms"] = ms
+    rec["tflops"] = shape.flops() / (ms * 1e-3) / 1e12
+    return rec
+
+
+def benchmark(problem: int, fn=None, shapes=None, baselines=("reference", "sdpa_flash", "sdpa_cudnn", "flex", "naive"),
+              plot=True, verbose=True):
+    """Time `fn` (your kernel) next to the reference solution, SDPA, FlexAttention and naive attention.
+
+    Returns a list of records (dicts). On a machine without a GPU it prints why and returns []."""
+    if device.TIER != "gpu":
+        if verbose:
+            print(f"Benchmark skipped: it needs a CUDA GPU and this is the {device.TIER.upper()} tier "
+                  "(interpreter timings say nothing about GPU speed). Run this cell on a GPU runtime.")
+        return []
+    shapes = shapes if shapes is not None else SHAPES.get(problem, [])
+    from tqdm.auto import tqdm
+    records = []
+    for shape in tqdm(shapes, desc=f"benchmark P{problem}", disable=not verbose, leave=False):
+        torch.manual_seed(0)
+        dt = device.DTYPE
+        q = torch.randn(shape.B, shape.Hq, shape.N, shape.D, device="cuda", dtype=dt)
+        k = torch.randn(shape.B, shape.Hkv, shape.N, shape.D, device="cuda", dtype=dt)
+        v = torch.randn(shape.B, shape.Hkv, shape.N, shape.D, device="cuda", dtype=dt)
+        impls = []
+        if fn is not None:
+            impls.append(("yours", fn))
+        for b in baselines:
+            if b == "reference":
+                ref = reference_solution(problem)
+                if ref is not None and ref is not fn:
+                    impls.append(("reference", ref))
+            elif b == "sdpa_flash":
+                impls.append(("SDPA flash", _sdpa("FLASH_ATTENTION")))
+            elif b == "sdpa_cudnn":
+                impls.append(("SDPA cuDNN", _sdpa("CUDNN_ATTENTION")))
+            elif b == "flex":
+                impls.append(("FlexAttention", _flex(shape)))
+            elif b == "naive":
+                if _naive_fits(shape):
+                    impls.append(("naive", naive_attention))
+                else:
+                    records.append({"name": "naive", "shape": shape.describe(), "N": shape.N, "ms": math.nan,
+                                    "tflops": math.nan, "extra_gib": math.nan,
+                                    "note": "skipped: the N x N scores would not fit"})
+            else:
+                raise ValueError(f"unknown baseline {b!r}")
+        for name, impl in impls:
+            records.append(measure(impl, q, k, v, shape, name))
+        del q, k, v
+        torch.cuda.empty_cache()
+    if verbose:
+        print_table(records)
+    if plot and records:
+        try:
+            from .plots import plot_benchmark
+            return_fig = plot_benchmark(records)
+            if verbose:
+                _display(return_fig)
+        except ImportError:
+            pass
+    return records
+
+
+def _display(fig):
+    try:
+        from IPython.display import display
+        display(fig)
+    except ImportError:
+        pass
+
+
+def print_table(records):
+    print(f"{'shape (B, Hq, Hkv, N, D) mask':42s} {'implementation':14s} {'ms':>9s} {'TFLOP/s':>8s} {'extra GiB':>9s}")
+    for r in records:
+        if math.isnan(r["ms"]):
+            print(f"{r['shape']:42s} {r['name']:14s} {'-':>9s} {'-':>8s} {'-':>9s}  {r['note']}")
+        else:
+            print(f"{r['shape']:42s} {r['name']:14s} {r['ms']:9.3f} {r['tflops']:8.1f} {r['extra_gib']:9.3f}")

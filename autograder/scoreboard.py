@@ -1,0 +1,68 @@
+"""The course's main job: check every reference solution on this machine's tier, print a
+scoreboard, and on a GPU the benchmark table against SDPA, FlexAttention and naive attention.
+
+    python -m autograder.scoreboard            # checks (+ benchmarks on a GPU)
+    python -m autograder.scoreboard --no-bench
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+import autograder
+from autograder import bench, device
+
+PROBLEMS = {1: bench.SOLUTION_MODULES[1], 2: "solutions.p2_triton_basics", **{p: bench.SOLUTION_MODULES[p] for p in (3, 4, 5, 6, 7)}}
+
+
+def _check_problem(problem, module):
+    if problem == 2:
+        from autograder import triton_basics
+        return triton_basics.check_all(module, verbose=False)
+    return autograder.check(problem, module.flash_attention_forward, verbose=False)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-bench", action="store_true", help="skip the GPU benchmark")
+    parser.add_argument("--problems", type=int, nargs="*", default=sorted(PROBLEMS))
+    args = parser.parse_args(argv)
+
+    rows, failed = [], 0
+    for problem in args.problems:
+        try:
+            module = importlib.import_module(PROBLEMS[problem])
+        except ModuleNotFoundError:
+            rows.append((problem, "-", "not built yet", 0.0))
+            continue
+        t0 = time.perf_counter()
+        try:
+            summary = _check_problem(problem, module)
+            rows.append((problem, str(summary.passed), "PASS", time.perf_counter() - t0))
+        except AssertionError as exc:
+            failed += 1
+            rows.append((problem, "-", "FAIL: " + str(exc).splitlines()[0][:70], time.perf_counter() - t0))
+    print(f"\nScoreboard: reference solutions, {device.TIER.upper()} tier")
+    print(f"{'problem':>7s}  {'cases':>5s}  {'seconds':>7s}  result")
+    for problem, cases, result, secs in rows:
+        print(f"{problem:>7d}  {cases:>5s}  {secs:7.1f}  {result}")
+
+    if not args.no_bench:
+        if device.TIER != "gpu":
+            print("\nBenchmarks skipped: no CUDA GPU (CPU tier). On a GPU this prints TFLOP/s next to SDPA and FlexAttention.")
+        else:
+            records = []
+            for problem in (3, 4, 5, 6, 7):
+                ref = bench.reference_solution(problem)
+                if ref is not None:
+                    records += bench.benchmark(problem, None, baselines=("reference", "sdpa_cudnn", "flex", "naive"),
+                                               plot=False, verbose=False)
+            print("\nBenchmark (median of triton.testing.do_bench, L2 flushed; TFLOP/s over attended pairs)")
+            bench.print_table(records)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
