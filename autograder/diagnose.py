@@ -238,7 +238,8 @@ def locate(bad: torch.Tensor, out_shape):
         hints.append("only batches after the first are wrong: is the batch offset (b * stride_qb) applied?")
     if len(hs) < H and hs and min(hs) > 0 and len(bs) == B:
         hints.append("only some heads are wrong: check the head offsets and strides (and the K/V head for GQA).")
-    if rows and len(rows) < N and min(rows) > 0 and max(rows) == N - 1:
+    suffix = rows and max(rows) == N - 1 and len(rows) == N - min(rows)
+    if suffix and 0 < len(rows) <= N // 2:
         hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: check the bounds masks and that "
                      "the grid covers cdiv(N, BLOCK_M) query tiles.")
     return ", ".join(parts), hints
