@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -140,6 +141,11 @@ def benchmark(problem: int, fn=None, shapes=None, baselines=("reference", "sdpa_
     """Time `fn` (your kernel) next to the reference solution, SDPA, FlexAttention and naive attention.
 
     Returns a list of records (dicts). On a machine without a GPU it prints why and returns []."""
+    if os.environ.get("NBGRADER_EXECUTION"):
+        # nbgrader sets this while validating or autograding: grading never waits on benchmarks
+        if verbose:
+            print("Benchmark skipped while grading (NBGRADER_EXECUTION is set).")
+        return []
     if device.TIER != "gpu":
         if verbose:
             print(f"Benchmark skipped: it needs a CUDA GPU and this is the {device.TIER.upper()} tier "

@@ -13,7 +13,7 @@ import torch
 
 from . import device
 
-LAYOUTS = ("contiguous", "bnhd", "padded")
+LAYOUTS = ("contiguous", "bnhd", "padded", "bhdn")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class Case:
     is_causal: bool = False
     window_size: Optional[int] = None
     sink_size: Optional[int] = None
-    layout: str = "contiguous"              # bnhd: [B, N, H, D] transposed; padded: head dim sliced from 2D
+    layout: str = "contiguous"              # bnhd: [B, N, H, D] transposed; padded: head dim sliced from 2D;
+                                            # bhdn: [B, H, D, N] storage, the head dim is not innermost
     seed: int = 0
     spread: float = 1.0                     # std of q: > 1 makes peaky softmax rows
 
@@ -70,6 +71,8 @@ class Case:
             d_alloc = 2 * self.D if self.layout == "padded" else self.D
             if self.layout == "bnhd":
                 t = torch.randn(self.B, self.N, heads, d_alloc, generator=gen).transpose(1, 2)
+            elif self.layout == "bhdn":
+                t = torch.randn(self.B, heads, d_alloc, self.N, generator=gen).transpose(2, 3)
             else:
                 t = torch.randn(self.B, heads, self.N, d_alloc, generator=gen)
             if name == "q":
@@ -77,6 +80,8 @@ class Case:
             t = t.to(dev, self.resolved_dtype)
             if self.layout == "bnhd":
                 t = t.transpose(1, 2).contiguous().transpose(1, 2)    # keep the strided view on device
+            elif self.layout == "bhdn":
+                t = t.transpose(2, 3).contiguous().transpose(2, 3)
             out.append(t[..., : self.D])
         return tuple(out)
 
@@ -86,7 +91,7 @@ def _c(family, B, Hq, Hkv, N, D, **kw):
 
 
 def _attention_cases(problem: int, tier: str):
-    causal = problem >= 4
+    causal = problem == 1 or problem >= 4   # Problem 1 teaches the causal mask; its "full" family checks the rest
     ck = {"is_causal": causal}
     gqa = problem >= 5
     f32 = torch.float32
@@ -101,6 +106,7 @@ def _attention_cases(problem: int, tier: str):
             _c("ragged", 1, 2, 2, 130, 16, seed=6, spread=3.0, **ck),  # peaky rows across many tiles
             _c("layout", 2, 2, 2, 40, 16, layout="bnhd", seed=7, **ck),
             _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, **ck),
+            _c("layout", 1, 2, 2, 24, 16, layout="bhdn", seed=16, **ck),      # stride_qd != 1
             _c("headdim", 1, 1, 1, 37, 64, seed=9, **ck),
         ]
         if gqa:
@@ -119,6 +125,7 @@ def _attention_cases(problem: int, tier: str):
             _c("ragged", 1, 4, 4, 2085, 128, seed=6, spread=3.0, **ck),
             _c("layout", 2, 4, 4, 777, 64, layout="bnhd", seed=7, **ck),
             _c("layout", 1, 2, 2, 300, 64, layout="padded", seed=8, **ck),
+            _c("layout", 1, 2, 2, 200, 64, layout="bhdn", seed=16, **ck),     # stride_qd != 1
             _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
             _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
             _c("headdim", 1, 4, 4, 4096, 128, seed=11, **ck),

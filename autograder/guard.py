@@ -40,10 +40,13 @@ class Guard(TorchDispatchMode):
         self.launches = []          # kernel names, in launch order
         self.forbidden = []         # (op name, why)
         self._patched = []
+        self._launching = 0         # > 0 while Triton runs a kernel: its own tensor ops are not the student's
 
     # -- PyTorch side -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self._launching:
+            return func(*args, **kwargs)
         name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
         out = func(*args, **kwargs)
         if name in _ATTENTION_OPS:
@@ -83,21 +86,34 @@ class Guard(TorchDispatchMode):
             def run(self, *args, __original=original, **kwargs):
                 if not kwargs.get("warmup", False):
                     guard.launches.append(getattr(self, "__name__", None) or getattr(self.fn, "__name__", "?"))
-                return __original(self, *args, **kwargs)
+                guard._launching += 1
+                try:
+                    return __original(self, *args, **kwargs)
+                finally:
+                    guard._launching -= 1
             cls.run = run
             self._patched.append((cls, original))
 
     def __enter__(self):
         self._patch_triton()
+        # interpreter only: bounds-check every load and store (a missing mask is an error, not garbage)
+        from .algorithm import InterpreterProbe
+        self.probe = InterpreterProbe().__enter__()
         reference._inside_check = True
         return super().__enter__()
 
     def __exit__(self, *exc):
         reference._inside_check = False
+        self.probe.__exit__(*exc)
         for cls, original in self._patched:
             cls.run = original
         self._patched.clear()
         return super().__exit__(*exc)
+
+    @property
+    def memory_error(self):
+        """A sentence when the kernel read or wrote outside its tensors (CPU tier), else None."""
+        return self.probe.memory_error
 
     def cheat_message(self):
         """A sentence for the student, or None when the call looks honest."""

@@ -1,0 +1,105 @@
+"""Which (query tile, key tile) pairs the course's reference kernel visits, and in which phase.
+
+One program of the kernel owns query rows [start_m, start_m + BLOCK_M) and walks key tiles of
+BLOCK_N keys in up to four loops ("phases"). Each phase either applies a mask or trusts that
+every pair of its tiles is visible; the bounds below are the kernel's, ported line by line, so the
+pictures and the tests describe the kernel students write, not an idealised one.
+
+    non-causal:  "full"         key tiles [0, N // BLOCK_N * BLOCK_N)        no mask
+                 "tail"         the last partial key tile [.., N)            mask j < N
+    causal:      "sinks"        [0, sink_hi): sink tiles left of the window  mask j < S
+                 "window edge"  [lo, full_lo): the window's ragged left edge mask causal & (window | sinks)
+                 "unmasked"     [full_lo, full_hi): seen by every row        no mask
+                 "diagonal"     [full_hi, hi): the diagonal tile(s)          mask causal & (window | sinks)
+
+Every key tile a query tile must read is visited exactly once; tiles no phase visits are skipped,
+which is where causal, window and sink attention save their time.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from .masks import check_mask_args
+
+NONCAUSAL_PHASES = ("full", "tail")
+CAUSAL_PHASES = ("sinks", "window edge", "unmasked", "diagonal")
+# one id (and one color in autograder.plots) per phase name across all problems; 0 = skipped
+PHASE_IDS = {"full": 1, "tail": 2, "sinks": 3, "window edge": 4, "unmasked": 5, "diagonal": 6}
+PHASE_NAMES = {v: k for k, v in PHASE_IDS.items()}
+MASKED = {"full": False, "tail": True, "sinks": True, "window edge": True, "unmasked": False, "diagonal": True}
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _check(n, block_m, block_n, is_causal, window_size, sink_size):
+    check_mask_args(is_causal, window_size, sink_size)
+    for name, value in (("n", n), ("block_m", block_m), ("block_n", block_n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def key_ranges(n: int, block_m: int, block_n: int, is_causal: bool = False,
+               window_size: Optional[int] = None, sink_size: Optional[int] = None) -> List[Dict[str, Tuple[int, int]]]:
+    """Per query tile, the key range [start, stop) each phase loops over with
+    `for start_n in range(start, stop, BLOCK_N)` - the kernel's lo / full_lo / full_hi / sink_hi / hi."""
+    _check(n, block_m, block_n, is_causal, window_size, sink_size)
+    out = []
+    for pid_m in range(_cdiv(n, block_m)):
+        start_m = pid_m * block_m
+        if not is_causal:
+            n_full = n // block_n * block_n
+            out.append({"full": (0, n_full), "tail": (n_full, n)})
+            continue
+        # the wrapper passes WINDOW = window_size or N and SINKS = sink_size or 0
+        window = window_size or n
+        sinks = sink_size or 0
+        last_m = start_m + block_m - 1
+        hi = min(start_m + block_m, n)
+        lo = max(start_m - (window - 1), 0) // block_n * block_n
+        full_lo = max(_cdiv(max(last_m - (window - 1), 0), block_n) * block_n, lo)
+        full_hi = max((start_m + 1) // block_n * block_n, full_lo)
+        sink_hi = min(_cdiv(sinks, block_n) * block_n, lo)
+        out.append({"sinks": (0, sink_hi), "window edge": (lo, full_lo),
+                    "unmasked": (full_lo, full_hi), "diagonal": (full_hi, hi)})
+    return out
+
+
+def phases(n: int, block_m: int, block_n: int, is_causal: bool = False,
+           window_size: Optional[int] = None, sink_size: Optional[int] = None) -> Dict[str, List[Tuple[int, int]]]:
+    """{phase name: [(query tile, key tile), ...]} in the kernel's loop order.
+
+    Faithful to the kernel: when a loop's range reaches past the last key (the window-edge loop
+    of a ragged last query tile can), the key tile index is >= cdiv(n, block_n); those visits
+    load nothing (the loads are masked j < N) and `visits` leaves them out."""
+    result = {name: [] for name in (CAUSAL_PHASES if is_causal else NONCAUSAL_PHASES)}
+    for pid_m, ranges in enumerate(key_ranges(n, block_m, block_n, is_causal, window_size, sink_size)):
+        for name, (start, stop) in ranges.items():
+            result[name].extend((pid_m, start_n // block_n) for start_n in range(start, stop, block_n))
+    return result
+
+
+def visits(n: int, block_m: int, block_n: int, is_causal: bool = False,
+           window_size: Optional[int] = None, sink_size: Optional[int] = None) -> torch.Tensor:
+    """Int tensor [cdiv(n, block_m), cdiv(n, block_n)]: the PHASE_IDS id of the phase that visits
+    each tile, 0 where the kernel skips it."""
+    _check(n, block_m, block_n, is_causal, window_size, sink_size)
+    tm, tn = _cdiv(n, block_m), _cdiv(n, block_n)
+    grid = torch.zeros(tm, tn, dtype=torch.int64)
+    for name, pairs in phases(n, block_m, block_n, is_causal, window_size, sink_size).items():
+        for m, j in pairs:
+            if j < tn:
+                grid[m, j] = PHASE_IDS[name]
+    return grid
+
+
+def counts(n: int, block_m: int, block_n: int, is_causal: bool = False,
+           window_size: Optional[int] = None, sink_size: Optional[int] = None) -> Dict[str, int]:
+    """{phase name: number of tile visits}, plus "skipped": tiles of the grid no phase visits."""
+    ph = phases(n, block_m, block_n, is_causal, window_size, sink_size)
+    result = {name: len(pairs) for name, pairs in ph.items()}
+    result["skipped"] = int((visits(n, block_m, block_n, is_causal, window_size, sink_size) == 0).sum())
+    return result
