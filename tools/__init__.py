@@ -1,0 +1,1 @@
+"""Maintenance scripts of the course (not installed; run them from the repository root)."""
