@@ -157,6 +157,7 @@ def _window_cases(tier):
             _c("window", 2, 2, 2, 90, 16, window_size=21, seed=22, **w),          # W not a multiple of a tile
             _c("window", 1, 4, 2, 50, 32, window_size=64, seed=23, **w),          # W >= N: plain causal
             _c("window", 1, 2, 2, 100, 16, window_size=32, seed=24, layout="bnhd", **w),
+            _c("window", 1, 2, 2, 100, 16, window_size=45, seed=25, **w),          # > BLOCK_M + BLOCK_N, ragged edge
         ]
     return [
         _c("window", 1, 4, 4, 1000, 64, window_size=1, seed=20, **w),

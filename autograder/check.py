@@ -16,7 +16,7 @@ import torch
 
 from . import device
 from .cases import Case, visible_cases
-from .diagnose import locate, mask_flips, whole_output_hypotheses
+from .diagnose import locate, mask_flips, nan_hypotheses, whole_output_hypotheses
 from .guard import POISON, Guard
 from .reference import reference_attention
 
@@ -141,6 +141,8 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
     cheat = guard.cheat_message()
     if cheat:
         _fail(case, problem, "cheating detected: " + cheat)
+    if guard.memory_error:
+        _fail(case, problem, guard.memory_error)
     out, lse = _check_output(problem, case, out, q)
     for name, t0, t in zip("qkv", before, (q, k, v)):
         if not torch.equal(t0, t):
@@ -158,6 +160,9 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)
         where, hints = locate(nonfinite, out.shape)
+        diagnosis = nan_hypotheses(q, k, v, out, case, atol, rtol)
+        if diagnosis:
+            hints = [diagnosis] + hints
         _fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
               hints + ["NaN usually comes from exp2(-inf - (-inf)): a row that sees no key in a tile "
                        "keeps m_i = -inf; or from 0/0 when l_i stays 0; or from loading out of bounds "
@@ -173,6 +178,10 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
                f"expected {expected[b, h, i, d].item():.5g}.")
         diagnosis = whole_output_hypotheses(q, k, v, out, case, atol, rtol)
         diag_hints = [diagnosis] if diagnosis else mask_flips(q, k, v, out, case, atol, rtol)
+        if not diag_hints and case.layout != "contiguous":
+            diag_hints = [f"this case's q, k, v are strided views ({case.layout} layout): address every "
+                          "element with its tensor's own strides (stride_kn, stride_kd, ...), never N * D, "
+                          "HEAD_DIM or a stride of 1."]
         _fail(case, problem, msg, diag_hints + hints)
     if lse is not None:
         la, lr = LSE_TOLERANCES[case.resolved_dtype]

@@ -84,6 +84,77 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
             _matches(out / out.abs().amax().clamp(min=1e-30), (o_ref * torch.exp(lse)[..., None]) /
                      (o_ref * torch.exp(lse)[..., None]).abs().amax(), 1e-2, 1e-2):
         return "the output was never divided by l_i (the softmax denominator): finish with acc / l_i[:, None]."
+    if not case.is_causal:
+        # keys past N (the zero padding of the last key tile: k = 0, v = 0, score 0) left visible
+        N = q.shape[2]
+        for block_n in (16, 32, 64, 128):
+            pad = -N % block_n
+            if pad and _matches(out, o_ref * (torch.exp(lse) / (torch.exp(lse) + pad))[..., None], atol, rtol):
+                return (f"the {pad} key(s) past N in the last key tile take part in the softmax (score 0, "
+                        f"weight exp(0 - m)): give keys past N a score of -inf, e.g. "
+                        f"tl.where(offs_n[None, :] < N, qk, float('-inf')).")
+    return online_softmax_hypotheses(q, k, v, out, case, atol, rtol)
+
+
+# Mistakes in the online softmax update: the output equals a blockwise computation, over key tiles
+# of BLOCK_N keys in ascending order, with one step of the update done wrong.
+_ONLINE_MISTAKES = (
+    ("acc", "acc is not rescaled: when the running max grows from m_i to m_ij, multiply acc by "
+            "alpha = exp2(m_i - m_ij) before adding p @ v (right only while the max never changes)."),
+    ("l", "l_i is not rescaled: when the running max grows, multiply l_i by alpha = exp2(m_i - m_ij) "
+          "before adding the row sums of p."),
+    ("both", "nothing is rescaled (alpha is always 1): compute alpha = exp2(m_i - m_ij) from the OLD m_i, "
+             "rescale acc and l_i by it, and only then set m_i = m_ij."),
+    ("divide", "acc is divided by l_i inside the loop, after every tile: keep acc unnormalised in the "
+               "loop and divide once, after the last tile (acc / l_i[:, None])."),
+)
+
+
+def _online_softmax(q, k, v, visible, block_n, mistake):
+    """float64 blockwise attention with one planted mistake; rows that see nothing stay 0."""
+    group = q.shape[1] // k.shape[1]
+    kk = k.double().repeat_interleave(group, 1)
+    vv = v.double().repeat_interleave(group, 1)
+    s_all = (q.double() @ kk.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    s_all = s_all.masked_fill(~visible, float("-inf"))
+    N = q.shape[2]
+    m = torch.full(s_all.shape[:-1], float("-inf"), dtype=torch.float64)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(*s_all.shape[:-1], q.shape[-1], dtype=torch.float64)
+    for start in range(0, N, block_n):
+        s = s_all[..., start:start + block_n]
+        m_new = torch.maximum(m, s.amax(-1))
+        m_sub = torch.where(m_new == float("-inf"), 0.0, m_new)
+        p = torch.exp(s - m_sub[..., None])
+        alpha = torch.exp(m - m_sub)
+        l = (l if mistake in ("l", "both") else l * alpha) + p.sum(-1)
+        acc = (acc if mistake in ("acc", "both") else acc * alpha[..., None]) + p @ vv[..., start:start + block_n, :]
+        if mistake == "divide":
+            acc = acc / torch.where(l > 0, l, 1.0)[..., None]
+        m = m_new
+    return acc if mistake == "divide" else acc / torch.where(l > 0, l, 1.0)[..., None]
+
+
+def online_softmax_hypotheses(q, k, v, out, case, atol, rtol):
+    """A sentence when the output equals the online softmax with a known wrong update step."""
+    from .tiles import attention_tiles
+    N, D = q.shape[2], q.shape[-1]
+    if N <= 1 or N > 4096:
+        return None
+    sizes = []
+    try:
+        sizes.append(attention_tiles(D, q.dtype, case.is_causal)["BLOCK_N"])
+    except ValueError:
+        pass
+    sizes += [n for n in (16, 32, 64, 128) if n not in sizes]
+    visible = dense_mask(attention_mask(**case.mask_kwargs()), N, device=q.device)
+    out = out.double()
+    for block_n in sizes:
+        if block_n >= N:
+            break                      # one tile: every mistake of the update gives the right answer
+        for mistake, why in _ONLINE_MISTAKES:
+            if _matches(out, _online_softmax(q, k, v, visible, block_n, mistake), atol, rtol):
+                return why
     return None
 
 
@@ -164,6 +235,9 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
             # one tile of keys flipped, for the usual tile sizes
             csw = torch.cat([sw.new_zeros(1), sw.cumsum(0)])
             cswv = torch.cat([vv.new_zeros(1, D), (sw[:, None] * vv).cumsum(0)])
+            vw = torch.where(vis_i, w, 0.0)
+            cvw = torch.cat([vw.new_zeros(1), vw.cumsum(0)])
+            cvwv = torch.cat([vv.new_zeros(1, D), (vw[:, None] * vv).cumsum(0)])
             for tile in (16, 32, 64, 128):
                 starts = torch.arange(0, N, tile, device=q.device)
                 ends = (starts + tile).clamp(max=N)
@@ -177,6 +251,32 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
                     tv = vis_i[a:e]
                     found = ("hidden" if tv.all() else "visible" if not tv.any() else "flipped", None, (a, e))
                     break
+                dw2 = cvw[ends] - cvw[starts]
+                dwv2 = cvwv[ends] - cvwv[starts]
+                # the tile's visible keys dropped: a loop bound skips a tile the row needs
+                den1 = l - dw2
+                o4 = (l * o - dwv2) / den1.clamp(min=1e-300)[:, None]
+                hit = (close(o4) & (dw2 > 0) & (den1 > 1e-12 * l)).nonzero()
+                if len(hit):
+                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
+                    found = ("hidden", None, (a, e))
+                    break
+                # the tile's hidden keys made visible: a tile that needs the mask runs without it
+                dw3 = (csw[ends] - csw[starts]) + dw2          # sum of w over the tile's hidden keys
+                dwv3 = (cswv[ends] - cswv[starts]) + dwv2
+                hit = (close((l * o + dwv3) / (l + dw3).clamp(min=1e-300)[:, None]) & (dw3 > 0)).nonzero()
+                if len(hit):
+                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
+                    found = ("visible", None, (a, e))
+                    break
+                # the tile's visible keys counted twice (two phases visit it)
+                den2 = l + dw2
+                o3 = (l * o + dwv2) / den2.clamp(min=1e-300)[:, None]
+                hit = (close(o3) & (dw2 > 0)).nonzero()
+                if len(hit):
+                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
+                    found = ("twice", None, (a, e))
+                    break
         if found is None:
             unexplained += 1
             continue
@@ -189,6 +289,12 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
         b, h, i, off, tile_range = examples[(kind, offset)]
         if offset == "tile":
             a, e = tile_range
+            if kind == "twice":
+                msgs.append(f"{count} wrong row(s) match the reference with the keys of key tile {a}-{e - 1} "
+                            f"counted twice (e.g. batch {b}, head {h}, query row {i}): two phases visit the "
+                            f"same tile. Clamp each phase's range so they do not overlap "
+                            f"(e.g. full_hi >= full_lo, sink_hi <= lo).")
+                continue
             msgs.append(f"{count} wrong row(s) match the reference with key tile {a}-{e - 1} {kind} "
                         f"(e.g. batch {b}, head {h}, query row {i}): your kernel "
                         + ("skips a key tile it must visit: check the loop bounds." if kind == "hidden"
@@ -211,13 +317,16 @@ def _mask_hint(case, kind, off, j):
     if off > 0 and kind == "visible":
         return " A query must not see future keys: visible only when j <= i."
     W = case.window_size
+    S = case.sink_size
+    if W is not None and kind == "visible" and j == (S or 0) and off != -W:
+        return f" Only keys j < S are sinks (here S = {S or 0}), not j <= S."
     if W is not None and off == -W and kind == "visible":
         if case.sink_size and j < case.sink_size:
             return ""
-        return f" The window has W = {W} keys counting the diagonal: j >= i - (W - 1)."
+        return (f" The window has W = {W} keys counting the diagonal: j >= i - (W - 1). If your mask says "
+                f"so, a key tile that needs the window mask runs without it: check the loop bounds.")
     if W is not None and off == -(W - 1) and kind == "hidden":
         return f" The window has W = {W} keys counting the diagonal: j >= i - (W - 1), not j > i - (W - 1)."
-    S = case.sink_size
     if S and kind == "hidden" and j < S:
         return f" Sink keys j < S = {S} stay visible to every query i >= j."
     if S and kind == "visible" and j == S:
@@ -243,3 +352,27 @@ def locate(bad: torch.Tensor, out_shape):
         hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: check the bounds masks and that "
                      "the grid covers cdiv(N, BLOCK_M) query tiles.")
     return ", ".join(parts), hints
+
+
+def nan_hypotheses(q, k, v, out, case, atol, rtol):
+    """For an output with NaN rows: a sentence when it equals attention with the diagonal hidden
+    (rows left with no key give 0/0), else None."""
+    if not case.is_causal:
+        return None
+    N = q.shape[2]
+    vis = dense_mask(attention_mask(**case.mask_kwargs()), N, device=q.device)
+    vis = vis & ~torch.eye(N, dtype=torch.bool, device=q.device)
+    empty = ~vis.any(-1)                                          # rows that would see nothing
+    got = out.double()
+    nan_rows = ~torch.isfinite(got).all(-1)                       # [B, H, N]
+    if not torch.equal(nan_rows, empty.expand_as(nan_rows)):
+        return None
+    if (~empty).any():
+        alt = _masked_ref(q, k, v, vis)
+        rows = ~empty
+        if not torch.allclose(got[..., rows, :], alt[..., rows, :], atol=atol, rtol=rtol):
+            return None
+    return ("your mask hides the diagonal key j = i: a query must see its own key (visible when j <= i"
+            + (f"; the window of W = {case.window_size} keys counts the diagonal: j >= i - (W - 1)"
+               if case.window_size is not None else "")
+            + "). Rows left with no visible key divide 0 by 0.")

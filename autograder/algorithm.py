@@ -1,0 +1,349 @@
+"""Grade the algorithm, not only the output: which key tiles a kernel visits, which it masks.
+
+A FlashAttention kernel with a sliding window can give the right answer while looping over every
+key tile and letting the mask throw most of them away: the output is exact, the work is O(N^2)
+instead of O(N * W). The checks of `autograder.check` cannot see that; this module can.
+
+On the CPU tier, Triton kernels run in the interpreter, one program at a time, in Python.
+`InterpreterProbe` wraps the interpreter's memory and math operations for the duration of a call:
+
+  * every load and store: the addresses of the lanes the mask keeps must lie inside one of the
+    kernel's tensor arguments (a missing bounds mask reads or writes past the end of a tensor;
+    on a GPU that is silent garbage or a crash, here it is a clear error, and the lanes are
+    dropped so nothing outside the tensors is touched);
+  * every 2-D load from the key tensor: one key-tile visit;
+  * every 2-D `tl.where` (a select over a score tile): one masked tile.
+
+`check_tile_skipping(fn, problem)` runs `fn` on the same shape at N and 2N with a fixed window
+(Problems 6, 7) and fails when the visits grow like N^2 instead of N; for Problem 4 it counts
+masked tiles and returns a warning-level report when the kernel masks tiles that need no mask.
+On a GPU tier it times the kernel at N and 2N instead (see `_gpu_scaling`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import device
+from .masks import attention_mask, dense_mask
+
+# ---------------------------------------------------------------------------------------------
+# the interpreter probe
+
+
+@dataclass
+class ProbeCounts:
+    launches: int = 0
+    key_loads: int = 0              # 2-D loads that read the watched key tensor: tile visits
+    selects_2d: int = 0             # tl.where over a 2-D tile: masked score tiles
+    dots: int = 0
+    per_program: Dict[Tuple[int, int, int], List[int]] = field(default_factory=dict)  # pid -> [visits, masked]
+
+
+class InterpreterProbe:
+    """Context manager around interpreted kernel launches: bounds-checked memory, tile counters.
+
+    `watch`: a tensor (the keys) whose 2-D loads count as tile visits. `memory_error` holds the
+    first out-of-bounds access as a sentence for the student (None when there was none)."""
+
+    def __init__(self, watch: Optional[torch.Tensor] = None, check_bounds: bool = True):
+        self.watch = None
+        if watch is not None:
+            s = watch.untyped_storage()
+            self.watch = (s.data_ptr(), s.data_ptr() + s.nbytes())
+        self.check_bounds = check_bounds
+        self.counts = ProbeCounts()
+        self.memory_error: Optional[str] = None
+        self._ranges: List[Tuple[int, int]] = []
+        self._pid = (0, 0, 0)
+        self._patched = []
+        self._kernel = "?"
+
+    # -- patching ----------------------------------------------------------------------------
+    def __enter__(self):
+        if not device.interpreted():
+            return self
+        from triton.runtime import interpreter as itp
+        probe = self
+        builder_cls, grid_cls = itp.InterpreterBuilder, itp.GridExecutor
+
+        def patch(cls, name, make):
+            original = cls.__dict__[name]
+            setattr(cls, name, make(original))
+            self._patched.append((cls, name, original))
+
+        def init_args(original):
+            def wrapper(executor, args_dev, kwargs):
+                args_hst, kwargs_hst = original(executor, args_dev, kwargs)
+                probe._ranges = []
+                for a in list(args_hst) + list(kwargs_hst.values()):
+                    if isinstance(a, torch.Tensor):
+                        s = a.untyped_storage()
+                        probe._ranges.append((s.data_ptr(), s.data_ptr() + s.nbytes()))
+                probe._kernel = getattr(executor.fn, "__name__", "?")
+                probe.counts.launches += 1
+                return args_hst, kwargs_hst
+            return wrapper
+
+        def set_grid_idx(original):
+            def wrapper(builder, x, y, z):
+                probe._pid = (x, y, z)
+                return original(builder, x, y, z)
+            return wrapper
+
+        def load(original):
+            def wrapper(builder, ptrs, mask, other, *args, **kwargs):
+                mask = probe._checked(ptrs, mask, "read")
+                if probe.watch is not None and ptrs.data.ndim == 2:
+                    addr = ptrs.data[mask.data] if mask.data.any() else ptrs.data.ravel()[:1]
+                    if addr.size and probe.watch[0] <= int(addr.ravel()[0]) < probe.watch[1]:
+                        probe.counts.key_loads += 1
+                        probe._program()[0] += 1
+                return original(builder, ptrs, mask, other, *args, **kwargs)
+            return wrapper
+
+        def store(original):
+            def wrapper(builder, ptrs, value, mask, *args, **kwargs):
+                mask = probe._checked(ptrs, mask, "wrote")
+                return original(builder, ptrs, value, mask, *args, **kwargs)
+            return wrapper
+
+        def dot(original):
+            def wrapper(builder, *args, **kwargs):
+                probe.counts.dots += 1
+                return original(builder, *args, **kwargs)
+            return wrapper
+
+        def select(original):
+            def wrapper(builder, cond, lhs, rhs):
+                out = original(builder, cond, lhs, rhs)
+                if np.ndim(out.data) == 2 and min(np.shape(out.data)) > 1:
+                    probe.counts.selects_2d += 1
+                    probe._program()[1] += 1
+                return out
+            return wrapper
+
+        patch(grid_cls, "_init_args_hst", init_args)
+        patch(builder_cls, "set_grid_idx", set_grid_idx)
+        patch(builder_cls, "create_masked_load", load)
+        patch(builder_cls, "create_masked_store", store)
+        patch(builder_cls, "create_dot", dot)
+        patch(builder_cls, "create_select", select)
+        return self
+
+    def __exit__(self, *exc):
+        for cls, name, original in reversed(self._patched):
+            setattr(cls, name, original)
+        self._patched.clear()
+        return False
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _program(self):
+        return self.counts.per_program.setdefault(self._pid, [0, 0])
+
+    def _checked(self, ptrs, mask, verb):
+        """The mask with out-of-bounds lanes dropped; the first such access is remembered."""
+        if not self.check_bounds or not self._ranges:
+            return mask
+        addr = ptrs.data
+        if addr.dtype.kind not in "iu":
+            return mask
+        keep = np.broadcast_to(mask.data, addr.shape) if mask is not None else np.ones(addr.shape, bool)
+        itemsize = np.dtype(_np_dtype(ptrs)).itemsize
+        inside = np.zeros(addr.shape, dtype=bool)
+        for lo, hi in self._ranges:
+            inside |= (addr >= lo) & (addr + itemsize <= hi)
+        outside = keep & ~inside
+        if not outside.any():
+            return mask
+        if self.memory_error is None:
+            n = int(outside.sum())
+            what = "read from" if verb == "read" else "wrote to"
+            self.memory_error = (
+                f"kernel {self._kernel} {what} memory outside every tensor it was given ({n} element(s) "
+                f"of one {'load' if verb == 'read' else 'store'} in program {self._pid[:2]}): a load or store "
+                f"of a tile that sticks out past N (or past the last head / batch) needs a bounds mask, e.g. "
+                f"mask=offs_n[:, None] < N, other=0.0 for loads and mask=offs_m[:, None] < N for the store; "
+                f"if the tile is in bounds, the offsets are wrong: address every tensor with its own strides "
+                f"(b * stride_kb + h * stride_kh + offs_n * stride_kn + offs_d * stride_kd), never N * D. "
+                f"On a GPU this reads garbage or corrupts memory silently.")
+        from triton.runtime.interpreter import TensorHandle
+        import triton.language as tl
+        return TensorHandle(keep & ~outside, tl.int1)     # a new handle: the kernel's mask stays as it is
+
+
+def _np_dtype(ptrs):
+    from triton.runtime.interpreter import _get_np_dtype
+    return _get_np_dtype(ptrs.get_element_ty())
+
+
+# ---------------------------------------------------------------------------------------------
+# tile counts
+
+
+@dataclass
+class TileReport:
+    """What a kernel did on one shape: launches, key-tile visits, masked tiles, and what it needed."""
+    problem: int
+    N: int
+    mask: dict
+    visits: int
+    masked: int
+    needed_visits: int          # key tiles some row of a query tile can see, with the probe's tiles
+    needed_masked: int          # of those, tiles mixing visible and hidden pairs (or sticking out past N)
+    block_m: int
+    block_n: int
+    warnings: List[str] = field(default_factory=list)
+
+    def __str__(self):
+        lines = [f"Problem {self.problem}, N={self.N} {self.mask}: {self.visits} key-tile visits "
+                 f"({self.needed_visits} needed), {self.masked} masked tiles ({self.needed_masked} need a mask)"]
+        lines += ["  warning: " + w for w in self.warnings]
+        return "\n".join(lines)
+
+
+def needed_tiles(n, block_m, block_n, is_causal=False, window_size=None, sink_size=None):
+    """(tiles that hold at least one visible pair, tiles that also hold a hidden or out-of-range pair)."""
+    tm, tn = -(-n // block_m), -(-n // block_n)
+    vis = torch.zeros(tm * block_m, tn * block_n, dtype=torch.bool)      # keys past N: hidden
+    vis[:n, :n] = dense_mask(attention_mask(is_causal, window_size, sink_size), n)
+    fake_row = torch.zeros(tm * block_m, 1, dtype=torch.bool)
+    fake_row[n:] = True                                                  # rows past N are never stored
+    v = vis.view(tm, block_m, tn, block_n)
+    any_vis = v.any(3).any(1)                                            # [tm, tn]
+    all_vis = (vis | fake_row).view(tm, block_m, tn, block_n).all(3).all(1)
+    mixed = any_vis & ~all_vis
+    return int(any_vis.sum()), int(mixed.sum())
+
+
+def count_tiles(fn, problem, n, *, D=16, is_causal=True, window_size=None, sink_size=None, seed=0):
+    """Run fn once on [1, 1, n, D] inputs under the probe; return (visits, masked, probe)."""
+    from .cases import Case
+    case = Case("algorithm", 1, 1, 1, n, D, is_causal=is_causal, window_size=window_size,
+                sink_size=sink_size, seed=seed)
+    q, k, v = case.make_inputs()
+    with InterpreterProbe(watch=k) as probe:
+        out = fn(q, k, v, **case.mask_kwargs())
+    if probe.memory_error:
+        raise AssertionError(probe.memory_error)
+    if problem == 1:
+        out = out[0]
+    from .reference import reference_attention
+    from .check import TOLERANCES
+    atol, rtol = TOLERANCES[q.dtype]
+    if not torch.allclose(out.double(), reference_attention(q, k, v, **case.mask_kwargs()), atol=atol, rtol=rtol):
+        raise AssertionError(f"Problem {problem}: the output is wrong at N={n} {case.mask_kwargs()}: "
+                             f"run autograder.check({problem}, fn) first.")
+    return probe.counts.key_loads, probe.counts.selects_2d, probe
+
+
+# ---------------------------------------------------------------------------------------------
+# the public check
+
+# fixed-window shapes: W well below N so the N * W and N^2 laws are far apart
+_WINDOW_N = 256
+_WINDOW_W = 16
+_SINKS = 4
+
+
+def check_tile_skipping(fn, problem: int, verbose: bool = True):
+    """Check that `fn` skips the key tiles its mask rules out (Problems 4, 6, 7).
+
+    Problems 6 and 7: raises AssertionError when the key-tile visits at a fixed window W grow
+    faster than N (N -> 2N should about double them; visiting every causal tile quadruples them).
+    Problem 4: returns a TileReport whose `warnings` say when the kernel masks tiles that need
+    no mask (correct, but slower: a compare and a select per score on every tile)."""
+    if problem not in (4, 6, 7):
+        raise ValueError(f"tile skipping is graded for Problems 4, 6 and 7, not {problem!r}")
+    if not device.interpreted():
+        return _gpu_scaling(fn, problem, verbose)
+    from .tiles import attention_tiles
+    cfg = attention_tiles(16, device.DTYPE, True)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    if problem == 4:
+        n = 100
+        visits, masked, _ = count_tiles(fn, problem, n, is_causal=True)
+        need_v, need_m = needed_tiles(n, bm, bn, is_causal=True)
+        report = TileReport(problem, n, dict(is_causal=True), visits, masked, need_v, need_m, bm, bn)
+        if visits > need_v:
+            report.warnings.append(
+                f"your kernel visits {visits} key tiles where {need_v} hold a visible key "
+                f"(BLOCK_M={bm}, BLOCK_N={bn}): tiles right of the diagonal are loaded and masked away. "
+                f"Stop the diagonal phase at min(start_m + BLOCK_M, N).")
+        if masked > need_m:
+            report.warnings.append(
+                f"your kernel masks {masked} score tiles where only {need_m} need a mask (the ones that "
+                f"cross the diagonal or stick out past N): the tiles left of the diagonal are visible to "
+                f"every row, run them without tl.where (phase 1, MASK = NO_MASK). Correct, but slower.")
+        if verbose:
+            print(report)
+        return report
+
+    mask = dict(is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS if problem == 7 else None)
+    reports = []
+    for n in (_WINDOW_N, 2 * _WINDOW_N):
+        visits, masked, _ = count_tiles(fn, problem, n, **mask)
+        need_v, need_m = needed_tiles(n, bm, bn, **mask)
+        reports.append(TileReport(problem, n, mask, visits, masked, need_v, need_m, bm, bn))
+    small, big = reports
+    growth = big.visits / max(small.visits, 1)
+    causal_v = needed_tiles(2 * _WINDOW_N, bm, bn, is_causal=True)[0]
+    # linear work doubles; quadratic quadruples. 2.6 leaves room for the ends of the sequence.
+    if growth > 2.6 or big.visits > 2 * big.needed_visits + 4:
+        what = "window" if problem == 6 else "window and the sink tiles"
+        raise AssertionError(
+            f"Problem {problem}: the output is right, but your kernel visits key tiles its mask rules out. "
+            f"With W={_WINDOW_W}" + (f", S={_SINKS}" if problem == 7 else "") +
+            f": {small.visits} key-tile visits at N={small.N}, {big.visits} at N={big.N} (x{growth:.1f}); "
+            f"a sliding-window kernel does about {big.needed_visits} at N={big.N} and doubles with N "
+            f"(O(N * W)), plain causal attention does {causal_v} and quadruples (O(N^2)). Start each "
+            f"program's loop at the first key tile the {what} of its first row reaches "
+            f"(lo = max(start_m - (W - 1), 0) // BLOCK_N * BLOCK_N), do not loop from key 0 and mask.")
+    if verbose:
+        print(f"Problem {problem}: key-tile visits grow x{growth:.1f} from N={small.N} to N={big.N} at "
+              f"W={_WINDOW_W}: O(N * W), tiles outside the window are skipped.")
+    return reports
+
+
+def _gpu_scaling(fn, problem, verbose):
+    """GPU tier: time at N and 2N with a fixed window; work O(N * W) means about x2 (x4 for O(N^2)).
+
+    For Problem 4 the time is compared with the number of attended pairs: a causal kernel that
+    skips the tiles right of the diagonal runs in about half the time of the non-causal one."""
+    import triton
+    from .cases import Case
+    if problem == 4:
+        B, H, N, D = 4, 16, 4096, 128
+        times = {}
+        for causal in (False, True):
+            q, k, v = Case("algorithm", B, H, H, N, D, is_causal=causal).make_inputs()
+            times[causal] = triton.testing.do_bench(lambda: fn(q, k, v, is_causal=causal))
+        ratio = times[True] / times[False]
+        report = TileReport(problem, N, dict(is_causal=True), -1, -1, -1, -1, 0, 0)
+        if ratio > 0.8:
+            report.warnings.append(
+                f"causal attention takes {ratio:.2f}x the time of non-causal attention at N={N}; it attends "
+                f"about half the pairs, so a kernel that skips the tiles right of the diagonal takes about "
+                f"0.5-0.65x. Check that the diagonal phase stops at min(start_m + BLOCK_M, N) and that the "
+                f"tiles left of the diagonal run without a mask.")
+        if verbose:
+            print(f"Problem 4: causal / non-causal time = {ratio:.2f} at N={N}" +
+                  "".join("\n  warning: " + w for w in report.warnings))
+        return report
+    W = 1024
+    times = []
+    for n in (8192, 16384):
+        kw = dict(is_causal=True, window_size=W, sink_size=4 if problem == 7 else None)
+        q, k, v = Case("algorithm", 2, 16, 16, n, 128, **kw).make_inputs()
+        times.append(triton.testing.do_bench(lambda: fn(q, k, v, **Case("x", 1, 1, 1, 1, 16, **kw).mask_kwargs())))
+    growth = times[1] / times[0]
+    if growth > 3.0:
+        raise AssertionError(
+            f"Problem {problem}: time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: the work is "
+            f"O(N^2), not O(N * W) (about x2). Start each program's loop at the first key tile its window reaches.")
+    if verbose:
+        print(f"Problem {problem}: time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2).")
+    return times

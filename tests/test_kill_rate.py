@@ -1,0 +1,192 @@
+"""Grading power: the checks catch real student mistakes, and grade the algorithm, not only the output.
+
+Every mutant of tests/mutants.py (a reference solution with one planted mistake, or a cheat) runs
+through its notebook's graded cells: first the visible code (what the student's release runs),
+then the hidden tests. Targets:
+
+  * the correct references pass everything (visible and hidden);
+  * the visible cells catch at least 95% of the bugs, and every cheat;
+  * visible + hidden catch every bug;
+  * each catch names the mistake: the message contains the mutant's words.
+
+A surviving mutant means the checks need a case or a diagnosis, not that the catalog needs a change.
+Mutants of kind "slow" give the right output with the wrong algorithm; autograder.algorithm grades them.
+
+The mutants run in two worker processes (each check stops at its first failing case); the whole
+file takes a few minutes of CPU on the CPU tier. Run with -s to see the kill-rate table.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import autograder
+from autograder import algorithm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mutants  # noqa: E402
+
+pytestmark = pytest.mark.skipif(autograder.TIER != "cpu", reason="the kill-rate suite runs on the CPU tier")
+
+GRADED = [m for m in mutants.MUTANTS if m.kind in ("bug", "cheat")]
+SLOW = [m for m in mutants.MUTANTS if m.kind == "slow"]
+PROBLEMS = sorted(mutants.SLUGS)
+VISIBLE_TARGET = 0.95
+# "always": the hidden tests run on every mutant (the table shows both columns);
+# "survivors": only on mutants the visible cells miss (faster; enough for the targets)
+HIDDEN = os.environ.get("KILL_RATE_HIDDEN", "survivors")
+
+
+def _init_worker(paths):
+    sys.path[:0] = paths
+
+
+def _words_ok(r):
+    msg = (r["visible_msg"] if r["visible"] else r["hidden_msg"]).lower()
+    return all(w.lower() in msg for w in r["words"])
+
+
+def _table(results):
+    rows = [f"{'mutant':32s} {'kind':5s} {'visible':8s} {'hidden':7s} {'words':5s}  first line of the message"]
+    for m in GRADED:
+        r = results[m.name]
+        hidden = "-" if r["hidden"] is None else ("yes" if r["hidden"] else "NO")
+        msg = r["visible_msg"] if r["visible"] else r["hidden_msg"]
+        first = next((ln.strip() for ln in msg.splitlines()[1:] if ln.strip()), msg.strip())
+        rows.append(f"{m.name:32s} {m.kind:5s} {'yes' if r['visible'] else 'NO':8s} {hidden:7s} "
+                    f"{'ok' if _words_ok(r) or not (r['visible'] or r['hidden']) else 'MISS':5s}  "
+                    f"[{r['visible_cell'] or r['hidden_cell']}] {first[:150]}")
+    bugs = [results[m.name] for m in GRADED if m.kind == "bug"]
+    cheats = [results[m.name] for m in GRADED if m.kind == "cheat"]
+    vis = sum(r["visible"] for r in bugs) / len(bugs)
+    both = sum(bool(r["visible"] or r["hidden"]) for r in bugs) / len(bugs)
+    rows.append(f"bugs: {len(bugs)}, caught by the visible cells {vis:.1%}, by visible + hidden {both:.1%}; "
+                f"cheats: {len(cheats)}, caught by the visible cells {sum(r['visible'] for r in cheats)}")
+    return "\n".join(rows), vis, both
+
+
+@pytest.fixture(scope="session")
+def results():
+    names = [f"reference:{p}" for p in PROBLEMS] + [m.name for m in GRADED]
+    paths = [str(mutants.REPO), str(Path(__file__).resolve().parent)]
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=2, mp_context=ctx, initializer=_init_worker,
+                                initargs=(paths,)) as pool:
+        futures = {name: pool.submit(mutants.evaluate, name,
+                                     "always" if name.startswith("reference:") else HIDDEN)
+                   for name in names}
+        out = {name: f.result() for name, f in futures.items()}
+    table, _, _ = _table(out)
+    print("\n" + table)
+    return out
+
+
+@pytest.mark.parametrize("mutant", mutants.MUTANTS, ids=lambda m: m.name)
+def test_catalog_matches_the_solutions(mutant):
+    """Each snippet occurs exactly once in the reference module (fails when a notebook drifts)."""
+    source = mutants.mutated_source(mutant)
+    compile(source, mutant.name, "exec")
+
+
+def test_catalog_covers_every_problem():
+    assert {m.problem for m in GRADED} == set(PROBLEMS)
+    assert len([m for m in GRADED if m.kind == "bug"]) >= 25
+    assert {m.problem for m in GRADED if m.kind == "cheat"} >= {1, 3, 4, 5, 6, 7}
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_reference_passes_visible_and_hidden(results, problem):
+    r = results[f"reference:{problem}"]
+    assert not r["visible"], f"reference of Problem {problem} fails its visible cells:\n{r['visible_msg']}"
+    assert not r["hidden"], f"reference of Problem {problem} fails its hidden tests:\n{r['hidden_msg']}"
+
+
+def test_visible_cells_catch_95_percent_of_bugs_and_every_cheat(results):
+    table, vis, _ = _table(results)
+    missed_cheats = [m.name for m in GRADED if m.kind == "cheat" and not results[m.name]["visible"]]
+    assert not missed_cheats, f"cheats the visible cells let through: {missed_cheats}\n{table}"
+    assert vis >= VISIBLE_TARGET, f"visible cells catch {vis:.1%} of the bugs (< {VISIBLE_TARGET:.0%})\n{table}"
+
+
+def test_visible_and_hidden_catch_every_bug(results):
+    table, _, both = _table(results)
+    survivors = [m.name for m in GRADED if not (results[m.name]["visible"] or results[m.name]["hidden"])]
+    assert not survivors, f"mutants no check catches: {survivors}\n{table}"
+
+
+@pytest.mark.parametrize("mutant", GRADED, ids=lambda m: m.name)
+def test_message_names_the_mistake(results, mutant):
+    r = results[mutant.name]
+    if not (r["visible"] or r["hidden"]):
+        pytest.fail(f"{mutant.name} survived ({mutant.description})")
+    msg = r["visible_msg"] if r["visible"] else r["hidden_msg"]
+    missing = [w for w in mutant.words if w.lower() not in msg.lower()]
+    assert not missing, (f"{mutant.name} ({mutant.description}) was caught, but the message lacks "
+                         f"{missing}:\n{msg}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the algorithm: tile skipping (autograder.algorithm)
+
+
+@pytest.mark.parametrize("problem", [4, 6, 7])
+def test_references_skip_tiles(problem):
+    fn = mutants.reference(problem).flash_attention_forward
+    result = algorithm.check_tile_skipping(fn, problem, verbose=False)
+    if problem == 4:
+        assert result.warnings == [], result
+        assert result.visits == result.needed_visits and result.masked == result.needed_masked
+    else:
+        small, big = result
+        assert big.visits <= 2 * small.visits + 2 and big.visits == big.needed_visits, result
+
+
+@pytest.mark.parametrize("mutant", SLOW, ids=lambda m: m.name)
+def test_slow_mutants_are_reported(mutant):
+    fn = mutants.build(mutant).flash_attention_forward
+    if mutant.problem == 4:
+        report = algorithm.check_tile_skipping(fn, 4, verbose=False)
+        assert report.warnings, f"{mutant.name}: no warning\n{report}"
+        assert any(w.lower() in "\n".join(report.warnings).lower() for w in mutant.words), report
+    else:
+        with pytest.raises(AssertionError) as info:
+            algorithm.check_tile_skipping(fn, mutant.problem, verbose=False)
+        for w in mutant.words:
+            assert w in str(info.value), str(info.value)
+
+
+def test_tile_skipping_refuses_wrong_outputs():
+    """A wrong kernel is sent back to autograder.check first, not graded on its tiles."""
+    bad = next(m for m in GRADED if m.name == "p6_window_ignored")
+    with pytest.raises(AssertionError, match="autograder.check"):
+        algorithm.check_tile_skipping(mutants.build(bad).flash_attention_forward, 6, verbose=False)
+
+
+def test_needed_tiles_counts():
+    # causal, N = 64, 32 x 16 tiles: query tile 0 sees key tiles 0-1, query tile 1 sees 0-3
+    assert algorithm.needed_tiles(64, 32, 16, is_causal=True) == (6, 4)
+    # non-causal, ragged: every tile visible, only the last key tile sticks out past N
+    assert algorithm.needed_tiles(40, 32, 16) == (6, 2)
+
+
+def test_probe_catches_out_of_bounds_store():
+    import torch
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _copy(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=offs < n, other=0.0))   # store mask missing
+
+    x = torch.arange(10, dtype=torch.float32)
+    y = torch.zeros(10)
+    with algorithm.InterpreterProbe() as probe:
+        _copy[(1,)](x, y, 10, BLOCK=16)
+    assert probe.memory_error and "wrote to memory outside" in probe.memory_error
+    assert torch.equal(y, x)          # the lanes in bounds were written, the others dropped
