@@ -9,10 +9,11 @@ from . import bench, masks, tiles
 from .cases import Case, visible_cases
 from .check import NotImplementedYet, check, check_case
 from .explore import try_it
+from .preflight import preflight
 from .reference import naive_attention, reference_attention, validate_attention_inputs
 
 __all__ = ["BANNER", "DEVICE", "DTYPE", "TIER", "Case", "NotImplementedYet", "check", "check_case", "masks",
-           "naive_attention", "reference_attention", "try_it", "validate_attention_inputs", "visible_cases"]
+           "naive_attention", "preflight", "reference_attention", "try_it", "validate_attention_inputs", "visible_cases"]
 
 if not getattr(device, "_banner_shown", False):
     print(BANNER)

@@ -96,6 +96,9 @@ def _flex(shape: Shape):
     """Compiled FlexAttention with the course's mask predicates; the block mask is built here,
     outside the timed region."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    # one shape after another would exceed dynamo's recompile limit and silently fall back to the
+    # unfused (N x N, ~100x slower) path: start each shape from a clean compile cache
+    torch._dynamo.reset()
     compiled = torch.compile(flex_attention, dynamic=False)
     block_mask = None
     if shape.is_causal:

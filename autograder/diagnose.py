@@ -118,9 +118,9 @@ def _online_softmax(q, k, v, visible, block_n, mistake):
     s_all = (q.double() @ kk.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     s_all = s_all.masked_fill(~visible, float("-inf"))
     N = q.shape[2]
-    m = torch.full(s_all.shape[:-1], float("-inf"), dtype=torch.float64)
+    m = torch.full(s_all.shape[:-1], float("-inf"), dtype=torch.float64, device=s_all.device)
     l = torch.zeros_like(m)
-    acc = torch.zeros(*s_all.shape[:-1], q.shape[-1], dtype=torch.float64)
+    acc = torch.zeros(*s_all.shape[:-1], q.shape[-1], dtype=torch.float64, device=s_all.device)
     for start in range(0, N, block_n):
         s = s_all[..., start:start + block_n]
         m_new = torch.maximum(m, s.amax(-1))

@@ -706,3 +706,15 @@ def check_basics(part: str, fn, family: str = None, cases=None, verbose: bool = 
         raise ValueError(f"part must be '2a', '2b' or '2c', got {part!r}")
     return checks[part](fn, family=family, cases=cases, verbose=verbose)
 
+
+
+PARTS = {"2a": "axpb", "2b": "row_logsumexp", "2c": "copy_bhnd"}
+
+
+def check_all(module, verbose: bool = True) -> BasicsSummary:
+    """Check the three Problem 2 functions of `module` (e.g. solutions.p2_triton_basics);
+    returns one summary covering every case."""
+    total = BasicsSummary("2")
+    for part, name in PARTS.items():
+        total.results.extend(check_basics(part, getattr(module, name), verbose=verbose).results)
+    return total

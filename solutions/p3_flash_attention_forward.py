@@ -1,0 +1,112 @@
+"""Reference solution: Problem 3: FlashAttention forward in Triton (non-causal).
+
+GENERATED from notebooks/p3_flash_attention_forward/p3_flash_attention_forward.py (its export=true cells) by `python tools/build_course.py`.
+Do not edit: edit the notebook source and rebuild.
+"""
+
+import autograder  # first: picks the GPU or the CPU tier (Triton interpreter) before any kernel is defined
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from autograder.tiles import attention_tiles
+
+
+@triton.jit
+def _attn_fwd_tiles(acc, l_i, m_i, q,
+                    K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_d, lo, hi, N, qk_scale,
+                    MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fold key tiles [lo, hi) into the running state (acc, l_i, m_i) of one query tile."""
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)          # aligned: lets the compiler vectorise loads
+        offs_n = start_n + tl.arange(0, BLOCK_N)             # [BLOCK_N] key indices of this tile
+        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd   # [BLOCK_N, HEAD_DIM]
+        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd   # [BLOCK_N, HEAD_DIM]
+        in_bounds = offs_n < N
+        if MASKED:      # the tail tile: keys past N load as 0, scores there become -inf below
+            k = tl.load(k_ptrs, mask=in_bounds[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=in_bounds[:, None], other=0.0)
+        else:           # a full tile: no mask, the fastest load there is
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        # 16-bit operands straight into the tensor cores, fp32 accumulation
+        qk = tl.dot(q, tl.trans(k))                          # [BLOCK_M, BLOCK_N] fp32, unscaled
+        if MASKED:
+            qk = tl.where(in_bounds[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
+        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])      # [BLOCK_M, BLOCK_N], in (0, 1]
+        alpha = tl.math.exp2(m_i - m_ij)                     # rescale of everything seen so far
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)                  # acc += p @ v, fp32
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _flash_attention_fwd(
+    Q_ptr, K_ptr, V_ptr, O_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    N, N_HEADS, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)                  # which query tile
+    pid_bh = tl.program_id(1)                 # which (batch, head)
+    b = pid_bh // N_HEADS
+    h = pid_bh % N_HEADS
+    Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    K_ptr += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+    V_ptr += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)     # [BLOCK_M] query rows of this program
+    offs_d = tl.arange(0, HEAD_DIM)                      # [HEAD_DIM]
+    # the query tile: loaded once, kept on chip for the whole loop; rows past N load as 0
+    q_ptrs = Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # [BLOCK_M, HEAD_DIM], bf16/fp16
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)   # running max, log2 units
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                 # running sum of exp2
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)       # running sum of p @ v
+
+    n_full = N // BLOCK_N * BLOCK_N
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                    offs_d, 0, n_full, N, qk_scale, False, BLOCK_N)      # full tiles: no mask
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                    offs_d, n_full, N, N, qk_scale, True, BLOCK_N)       # the tail, if any
+
+    acc = acc / l_i[:, None]                  # the one division, after the last tile
+    o_ptrs = O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+
+
+LOG2E = 1.4426950408889634   # log2(e): exp(x) = exp2(x * LOG2E)
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    """softmax(q k^T / sqrt(D)) v for q, k, v of shape [B, H, N, D] (any strides); returns [B, H, N, D]."""
+    B, H, H_kv, N, D = autograder.validate_attention_inputs(q, k, v, is_causal, window_size, sink_size)
+    if is_causal:
+        raise ValueError("this is Problem 3's non-causal kernel: causal attention is Problem 4 "
+                         "(sliding windows Problem 6, sinks Problem 7)")
+    if H_kv != H:
+        raise ValueError(f"q has {H} heads and k/v have {H_kv}: grouped-query attention is Problem 5")
+    o = torch.empty_like(q)
+    cfg = attention_tiles(D, q.dtype, causal=False)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)
+    qk_scale = 1.0 / math.sqrt(D) * LOG2E
+    _flash_attention_fwd[grid](
+        q, k, v, o,
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        N, H, qk_scale,
+        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return o

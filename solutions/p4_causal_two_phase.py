@@ -1,0 +1,131 @@
+"""Reference solution: Problem 4: causal FlashAttention in two phases.
+
+GENERATED from notebooks/p4_causal_two_phase/p4_causal_two_phase.py (its export=true cells) by `python tools/build_course.py`.
+Do not edit: edit the notebook source and rebuild.
+"""
+
+import autograder  # first: picks the GPU or the CPU tier (Triton interpreter) before any kernel is defined
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from autograder.tiles import attention_tiles
+
+
+NO_MASK = tl.constexpr(0)   # every pair of the tile is visible
+BOUNDS = tl.constexpr(1)    # key j visible when j < N
+CAUSAL = tl.constexpr(2)    # key j visible from row i when j <= i and j < N
+
+
+@triton.jit
+def _attn_fwd_tiles(acc, l_i, m_i, q,
+                    K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_m, offs_d, lo, hi, N, qk_scale,
+                    MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fold key tiles [lo, hi) into the running state (acc, l_i, m_i) of one query tile."""
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + tl.arange(0, BLOCK_N)                                     # [BLOCK_N]
+        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd   # [BLOCK_N, HEAD_DIM]
+        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        in_bounds = offs_n < N
+        if MASK == NO_MASK:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=in_bounds[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=in_bounds[:, None], other=0.0)
+        qk = tl.dot(q, tl.trans(k))                          # [BLOCK_M, BLOCK_N] fp32, unscaled
+        if MASK == BOUNDS:
+            qk = tl.where(in_bounds[None, :], qk, float("-inf"))
+        elif MASK == CAUSAL:
+            visible = (offs_n[None, :] <= offs_m[:, None]) & in_bounds[None, :]
+            qk = tl.where(visible, qk, float("-inf"))
+        # the online softmax update of Problem 3 (scores in log2 units)
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
+        alpha = tl.math.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _flash_attention_fwd(
+    Q_ptr, K_ptr, V_ptr, O_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    N, N_HEADS, qk_scale,
+    IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # heavy query tiles first: with a causal mask, late tiles visit the most key tiles
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // N_HEADS
+    h = pid_bh % N_HEADS
+    Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    K_ptr += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+    V_ptr += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)             # [BLOCK_M] query rows of this program
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_ptrs = Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # on chip for the whole program
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    if IS_CAUSAL:
+        diag_lo = start_m // BLOCK_N * BLOCK_N           # key tile holding key start_m: first one to mask
+        diag_hi = tl.minimum(start_m + BLOCK_M, N)       # one past the last key any row here may see
+        # phase 1: key tiles left of the diagonal, visible to every row: no mask at all
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, 0, diag_lo, N, qk_scale, NO_MASK, BLOCK_N)
+        # phase 2: key tiles crossing the diagonal: causal + bounds mask; tiles past diag_hi are skipped
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, diag_lo, diag_hi, N, qk_scale, CAUSAL, BLOCK_N)
+    else:
+        # Problem 3: full key tiles with no mask, then the tail tile with the bounds mask
+        n_full = N // BLOCK_N * BLOCK_N
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, 0, n_full, N, qk_scale, NO_MASK, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, n_full, N, N, qk_scale, BOUNDS, BLOCK_N)
+
+    acc = acc / l_i[:, None]                  # the one division, after the last tile
+    o_ptrs = O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+
+
+LOG2E = 1.4426950408889634   # log2(e): exp(x) = exp2(x * LOG2E)
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    """softmax(q k^T / sqrt(D) + causal mask) v for q, k, v of shape [B, H, N, D] (any strides)."""
+    B, H, H_kv, N, D = autograder.validate_attention_inputs(q, k, v, is_causal, window_size, sink_size)
+    if window_size is not None or sink_size is not None:
+        raise ValueError("this is Problem 4's kernel: sliding windows are Problem 6, attention sinks Problem 7")
+    if H_kv != H:
+        raise ValueError(f"q has {H} heads and k/v have {H_kv}: grouped-query attention is Problem 5")
+    o = torch.empty_like(q)
+    cfg = attention_tiles(D, q.dtype, causal=is_causal)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)
+    qk_scale = 1.0 / math.sqrt(D) * LOG2E
+    _flash_attention_fwd[grid](
+        q, k, v, o,
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        N, H, qk_scale,
+        IS_CAUSAL=is_causal, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return o

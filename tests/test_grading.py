@@ -1,0 +1,208 @@
+"""End to end: the instructor's grading command on hostile submissions (CPU tier, a few minutes).
+
+A course directory in tmp gets Problems 2 and 3; synthetic students submit what real ones do:
+the reference solution, the untouched release, a planted bug, a PyTorch cheat, an infinite loop
+that ignores interrupts, deleted / edited / duplicated / reordered cells, a notebook saved by Colab
+(no cell metadata), a syntax error. Each gets an exact score; one is graded twice.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import html
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbgrader")
+
+REPO = Path(__file__).resolve().parent.parent
+GRADE = [sys.executable, str(REPO / "tools" / "grade.py")]
+P2, P3 = "p2_triton_basics", "p3_flash_attention_forward"
+P3_POINTS = {"p3_basic": 3, "p3_ragged": 3, "p3_layout": 2, "p3_headdim": 2}
+
+pytestmark = pytest.mark.slow
+
+
+def _have(slug):
+    return (REPO / "notebooks" / slug / f"{slug}.ipynb").is_file() and (REPO / "release" / slug).is_dir()
+
+
+def grade(course, *args, timeout=900):
+    out = subprocess.run(GRADE + [args[0], "--course", str(course), *args[1:]], cwd=REPO, text=True,
+                         capture_output=True, timeout=timeout)
+    print(out.stdout, out.stderr[-3000:])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def cells_by_id(nb):
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
+
+
+def solutions(course, slug):
+    """The reference text of every solution cell (solution delimiters dropped, as a student would)."""
+    src = nbformat.read(str(course / "source" / slug / f"{slug}.ipynb"), as_version=4)
+    out = {}
+    for gid, c in cells_by_id(src).items():
+        if c.metadata["nbgrader"].get("solution"):
+            out[gid] = "\n".join(ln for ln in c.source.split("\n") if "### BEGIN SOLUTION" not in ln
+                                 and "### END SOLUTION" not in ln)
+    return out
+
+
+def release(course, slug):
+    return nbformat.read(str(course / "release" / slug / f"{slug}.ipynb"), as_version=4)
+
+
+def solved(course, slug, **replace):
+    nb = release(course, slug)
+    sols = solutions(course, slug)
+    for gid, c in cells_by_id(nb).items():
+        if gid in sols:
+            c.source = sols[gid]
+        for old, new in replace.get(gid, []):
+            assert old in c.source, (gid, old)
+            c.source = c.source.replace(old, new)
+    return nb
+
+
+def submit(course, student, slug, nb):
+    d = course / "submitted" / student / slug
+    d.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(d / f"{slug}.ipynb"))
+
+
+def colab(nb):
+    """What Colab saves: no nbgrader metadata, its own cell ids in metadata, nbformat 4.0, outputs."""
+    nb = copy.deepcopy(nb)
+    nb.nbformat_minor = 0
+    nb.metadata = {"colab": {"provenance": []}, "kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    for i, c in enumerate(nb.cells):
+        c.pop("id", None)
+        c.metadata = {"id": f"x{i:04d}colab"}
+        if c.cell_type == "code":
+            c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran in colab\n")]
+    return nb
+
+
+def index_of(nb, gid):
+    return next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+
+
+def scores(course):
+    """{(student, assignment): {cell: score}} from the per-cell CSV the export writes."""
+    out = {}
+    with open(course / "grades_cells.csv") as f:
+        for row in csv.DictReader(f):
+            out.setdefault((row["student_id"], row["assignment"]), {})[row["cell"]] = float(row["score"])
+    return out
+
+
+@pytest.mark.skipif(not (_have(P2) and _have(P3)), reason="Problems 2 and 3 are not built yet")
+def test_grading_end_to_end(tmp_path):
+    course = tmp_path / "course"
+    grade(course, "release", "--no-build", "-a", P2, "-a", P3)
+    sols = solutions(course, P3)
+
+    submit(course, "ref", P3, solved(course, P3))
+    submit(course, "ref", P2, solved(course, P2))
+    submit(course, "empty", P3, release(course, P3))
+    # Planted bug: Q offset with the output's strides. Contiguous inputs and transposed views
+    # (empty_like keeps their strides) pass; the padded layout does not: the layout cell fails.
+    bug = solved(course, P3, p3_kernel=[("Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh",
+                                         "Q_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh")])
+    submit(course, "bug", P3, bug)
+    # The same bug saved by Colab: metadata gone; plus a scratch cell. Same score.
+    col = colab(bug)
+    col.cells.insert(3, nbformat.v4.new_code_cell("print('scratch')", metadata={"id": "scratch"}))
+    col.cells[3].pop("id")
+    submit(course, "colab", P3, col)
+    # A cheat: a cell added after the given wrapper replaces it with PyTorch attention.
+    cheat = solved(course, P3)
+    cheat.cells.insert(index_of(cheat, "p3_kernel") + 3, nbformat.v4.new_code_cell(
+        "def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):\n"
+        "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal)\n"))
+    submit(course, "cheat", P3, cheat)
+    # Tests deleted and tampered with, cells duplicated, reordered, added.
+    messy = solved(course, P3)
+    by = cells_by_id(messy)
+    by["p3_basic"].source = "pass  # no tests here"                        # edited locked test: restored
+    messy.cells.insert(0, copy.deepcopy(messy.cells[1]))                    # a duplicated given cell
+    messy.cells.append(messy.cells.pop(0))                                  # ... moved to the end
+    dup = copy.deepcopy(by["p3_tiles"])                                     # a duplicated solution cell,
+    messy.cells.insert(index_of(messy, "p3_tiles"), dup)                    # the stub above the solution
+    dup.source = release(course, P3).cells[index_of(release(course, P3), "p3_tiles")].source
+    messy.cells.insert(5, nbformat.v4.new_code_cell("x = 1  # my scratch cell"))
+    messy.cells = [c for c in messy.cells if c.metadata.get("nbgrader", {}).get("grade_id")
+                   not in ("p3_ragged", "p3_layout")]                      # deleted tests: 0 for them
+    submit(course, "messy", P3, messy)
+    # A syntax error in a solution cell.
+    submit(course, "syntax", P3, solved(course, P3, p3_tiles=[("m_i = m_ij", "m_i = = m_ij")]))
+
+    t0 = time.time()
+    grade(course, "autograde", "--jobs", "2", "--cell-timeout", "240", "--timeout", "600")
+    # An infinite loop that swallows the kernel interrupt: the cell times out, the interrupt does
+    # not stop it, so the notebook stops there. Cells that each stay under the cell timeout but
+    # together run past the notebook limit: the grader kills the kernel. Either way 0 for the
+    # problem, and the next submission of the same run is graded as usual.
+    hang = solved(course, P3)
+    hang.cells[index_of(hang, "p3_kernel")].source = (
+        "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass\n"
+        + sols["p3_kernel"])
+    submit(course, "hang", P3, hang)
+    slow = solved(course, P3)
+    for _ in range(8):
+        slow.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(5)"))
+    submit(course, "slow", P3, slow)
+    t1 = time.time()
+    out = grade(course, "autograde", "-s", "hang", "-s", "slow", "--cell-timeout", "10", "--timeout", "30",
+                timeout=300)
+    hang_run = time.time() - t1
+    assert "did not stop when interrupted" in out and "30 s limit" in out
+    assert hang_run < 120, hang_run
+    # Grading again gives the same scores.
+    grade(course, "export")
+    first = scores(course)
+    grade(course, "autograde", "-s", "bug", "--force")
+    grade(course, "feedback")
+    grade(course, "export")
+    second = scores(course)
+    print(f"grading took {time.time() - t0:.0f} s")
+    assert first[("bug", P3)] == second[("bug", P3)]
+
+    s = second
+    full3 = {k: float(v) for k, v in P3_POINTS.items()}
+    assert s[("ref", P3)] == full3
+    assert sum(s[("ref", P2)].values()) == 10
+    for student in ("empty", "cheat", "syntax", "hang", "slow"):
+        assert s[(student, P3)] == {k: 0.0 for k in P3_POINTS}, student
+    assert s[("bug", P3)] == dict(full3, p3_layout=0.0)
+    assert s[("colab", P3)] == s[("bug", P3)]
+    assert s[("messy", P3)] == dict(full3, p3_ragged=0.0, p3_layout=0.0)
+
+    # why it failed, in the results and the summary
+    res = json.loads((course / "results" / "cheat" / f"{P3}.json").read_text())
+    assert "cheating detected" in res["cells"]["p3_basic"]["why"]
+    res = json.loads((course / "results" / "hang" / f"{P3}.json").read_text())
+    assert res["status"] == "zero" and "interrupted" in res["reason"]
+    res = json.loads((course / "results" / "slow" / f"{P3}.json").read_text())
+    assert res["status"] == "zero" and "30 s limit" in res["reason"]
+    res = json.loads((course / "results" / "messy" / f"{P3}.json").read_text())
+    assert any("p3_ragged: test cell deleted" in n for n in res["notes"])
+    assert any("p3_basic: edited test cell restored" in n for n in res["notes"])
+    summary = grade(course, "summary")
+    assert "bug" in summary and "p3_layout (0/2)" in summary and "padded" in summary
+
+    # feedback: hidden test code never shows, the reason of a failure does
+    fb = (course / "feedback" / "bug" / P3 / f"{P3}.html").read_text()
+    assert "seed=121" not in fb and "BEGIN HIDDEN" not in fb
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", fb)).split())
+    assert "padded (cpu tier)" in text and 'autograder.check(3, flash_attention_forward, family="layout")' in text
+    assert (course / "grades.csv").read_text().count(P3) >= 7
