@@ -138,6 +138,8 @@ def _attention_cases(problem: int, tier: str):
                 _c("gqa", 1, 16, 2, 1024, 128, seed=15, **ck),
             ]
     if problem == 1:
+        # non-causal and ragged: only the bounds mask keeps keys past N out (causal hides them anyway)
+        cases.append(_c("ragged", 2, 2, 2, 77 if tier == "cpu" else 1000, 16, seed=203, is_causal=False))
         # PyTorch problem: also check the non-causal path (Problem 3 builds on it)
         cases += [dataclasses.replace(c, family="full", is_causal=False, seed=c.seed + 100)
                   for c in cases if c.family in ("basic", "ragged")][:3]

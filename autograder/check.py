@@ -39,7 +39,15 @@ TITLES = {
 }
 
 
-class NotImplementedYet(AssertionError):
+class CheckFailed(AssertionError):
+    """A failed check. In Jupyter it shows as its message alone: the frames inside the
+    autograder say nothing to a student (IPython calls _render_traceback_ when it exists)."""
+
+    def _render_traceback_(self):
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+class NotImplementedYet(CheckFailed):
     """The student's cell still holds the release stub."""
 
 
@@ -78,7 +86,7 @@ def _not_implemented(exc: BaseException) -> bool:
 def _fail(case, problem, msg, hints=()):
     lines = [f"Problem {problem} failed on case [{case.family}] {case.describe()} ({device.TIER} tier):", "  " + msg]
     lines += ["  hint: " + h for h in hints]
-    raise AssertionError("\n".join(lines))
+    raise CheckFailed("\n".join(lines))
 
 
 def _call(problem, fn, case, q, k, v):
@@ -102,7 +110,8 @@ def _call(problem, fn, case, q, k, v):
         if len(summary) > 1500:
             summary = summary[:1500] + " ..."
         _fail(case, problem, f"your function raised {summary}",
-              ["run the case yourself: q, k, v = autograder.Case(...).make_inputs(); see the traceback above."])
+              [f"reproduce it with the full traceback: q, k, v = autograder.{case!r}.make_inputs(); "
+               f"fn(q, k, v, **{case.mask_kwargs()!r})"])
         raise   # unreachable
     return out, guard, time.perf_counter() - t0
 
@@ -215,13 +224,18 @@ def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True
             raise ValueError(f"no cases in family {family!r}; families: {families}")
     summary = CheckSummary(problem)
     from tqdm.auto import tqdm
-    bar = tqdm(cases, desc=f"Problem {problem}", disable=not verbose, leave=False)
+    with tqdm(cases, desc=f"Problem {problem}", disable=not verbose, leave=False) as bar:
+        _run_cases(problem, fn, bar, summary, verbose, tqdm)
+    if verbose:
+        n = summary.passed
+        print(f"Problem {problem}: {'all ' + str(n) + ' cases' if n > 1 else 'the case'} passed ({device.TIER} tier).")
+    return summary
+
+
+def _run_cases(problem, fn, bar, summary, verbose, tqdm):
     for case in bar:
         result = check_case(problem, fn, case)
         summary.results.append(result)
         if verbose:
             tqdm.write(f"  ok  [{case.family:7s}] {case.describe():48s} max|err| {result.max_abs_err:.2e}  "
                        f"{result.seconds * 1e3:8.1f} ms")
-    if verbose:
-        print(f"Problem {problem}: all {summary.passed} cases passed ({device.TIER} tier).")
-    return summary

@@ -186,7 +186,7 @@ MUTANTS = [
     M("p4_diag_lo_at_row", 4,
       ("diag_lo = start_m // BLOCK_N * BLOCK_N", "diag_lo = start_m + BLOCK_N"),
       "phase 1 runs one tile past the query tile's first row: keys after the diagonal are seen unmasked",
-      "j <= i"),
+      "check the loop bounds"),
     M("p4_causal_ignored", 4,
       ("IS_CAUSAL=is_causal, HEAD_DIM=D", "IS_CAUSAL=False, HEAD_DIM=D"),
       "the wrapper never turns the causal path on", "non-causal"),
