@@ -173,9 +173,9 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         if diagnosis:
             hints = [diagnosis] + hints
         _fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
-              hints + ["NaN usually comes from exp2(-inf - (-inf)): a row that sees no key in a tile "
-                       "keeps m_i = -inf; or from 0/0 when l_i stays 0; or from loading out of bounds "
-                       "without other=0.0 / a mask."])
+              hints + ["NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
+                       "key in a tile keeps its running max at -inf; or from 0/0 when l stays 0; or from "
+                       "loading out of bounds without other=0.0 / a mask."])
     err = (got - expected).abs()
     bad = err > atol + rtol * expected.abs()
     if bad.any():

@@ -92,7 +92,8 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
             if pad and _matches(out, o_ref * (torch.exp(lse) / (torch.exp(lse) + pad))[..., None], atol, rtol):
                 return (f"the {pad} key(s) past N in the last key tile take part in the softmax (score 0, "
                         f"weight exp(0 - m)): give keys past N a score of -inf, e.g. "
-                        f"tl.where(offs_n[None, :] < N, qk, float('-inf')).")
+                        f"tl.where(offs_n[None, :] < N, qk, float('-inf')) in Triton, "
+                        f"torch.where(offs_n[None, :] < N, s, float('-inf')) in PyTorch.")
     return online_softmax_hypotheses(q, k, v, out, case, atol, rtol)
 
 

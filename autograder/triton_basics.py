@@ -349,9 +349,10 @@ def _call(part, fn, case, inputs):
     oob = guard.out_of_bounds_writes()
     if oob:
         _fail(part, case, f"your kernel wrote {oob} element(s) outside the output tensor.",
-              ["the last tile sticks out past the end: every tl.store needs mask=... (offs < n, offs_m < M, "
-               "offs_n[:, None] < N), and the grid must not have more programs than tiles. On a GPU this "
-               "corrupts memory or crashes."])
+              ["either a tile sticks out past the end (every tl.store needs mask=...: offs < n, offs_m < M, "
+               "offs_n[:, None] < N, and the grid must not have more programs than tiles) or a base offset "
+               "points past the tensor (check the batch/head split b = pid // H, h = pid % H and the strides "
+               "each index multiplies). On a GPU this corrupts memory or crashes."])
     return out, seconds
 
 
