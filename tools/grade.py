@@ -887,7 +887,7 @@ def main(argv=None) -> int:
                          help=f"seconds one cell may run before it is interrupted (default {DEFAULT_CELL_TIMEOUT})")
     grading.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT,
                          help=f"seconds one notebook may take in all (default {DEFAULT_TIMEOUT})")
-    grading.add_argument("--jobs", "-j", type=int, default=1, help="submissions graded at once (default 1)")
+    grading.add_argument("--jobs", "-j", type=int, default=1, help="(student, notebook) pairs graded at once (default 1)")
     grading.add_argument("--force", action="store_true", help="grade again what was graded already")
     grading.add_argument("--tier", choices=("cpu", "gpu"), help="force the autograder tier (default: this machine's)")
     grading.add_argument("--restore-deleted-tests", action="store_true",
