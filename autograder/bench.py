@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from . import device
-from .masks import attended_pairs, attention_mask
+from .masks import attended_pairs, attention_mask, mask_kwargs
 from .reference import naive_attention
 
 
@@ -32,12 +32,7 @@ class Shape:
     sink_size: Optional[int] = None
 
     def mask_kwargs(self):
-        kw = {"is_causal": self.is_causal}
-        if self.window_size is not None:
-            kw["window_size"] = self.window_size
-        if self.sink_size is not None:
-            kw["sink_size"] = self.sink_size
-        return kw
+        return mask_kwargs(self.is_causal, self.window_size, self.sink_size)
 
     def describe(self):
         mask = "full" if not self.is_causal else "causal"

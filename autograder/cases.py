@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from . import device
+from .masks import mask_kwargs
 
 LAYOUTS = ("contiguous", "bnhd", "padded", "bhdn")
 
@@ -44,12 +45,7 @@ class Case:
         return self.dtype or device.DTYPE
 
     def mask_kwargs(self):
-        kw = {"is_causal": self.is_causal}
-        if self.window_size is not None:
-            kw["window_size"] = self.window_size
-        if self.sink_size is not None:
-            kw["sink_size"] = self.sink_size
-        return kw
+        return mask_kwargs(self.is_causal, self.window_size, self.sink_size)
 
     def describe(self):
         heads = f"H={self.Hq}" if self.Hq == self.Hkv else f"Hq={self.Hq} Hkv={self.Hkv}"

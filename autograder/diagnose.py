@@ -66,7 +66,6 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
     # GQA: the wrong K/V head for a query head
     Hq, Hkv = q.shape[1], k.shape[1]
     if Hq != Hkv:
-        group = Hq // Hkv
         for idx, why in ((torch.arange(Hq) % Hkv, "query head h reads K/V head h % Hkv; the course rule is "
                                                    "h // (Hq // Hkv) (consecutive query heads share a K/V head)."),
                          (torch.zeros(Hq, dtype=torch.long), "every query head reads K/V head 0: the K/V head "
@@ -76,7 +75,6 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
             kk, vv = k[:, idx], v[:, idx]
             if _matches(out, _ref(q, kk, vv, case), atol, rtol):
                 return why
-        del group
     # unnormalised output: acc never divided by l
     ref = _ref(q, k, v, case, return_lse=True)
     o_ref, lse = ref

@@ -96,6 +96,16 @@ def check_mask_args(is_causal: bool, window_size: Optional[int], sink_size: Opti
             raise ValueError("sink_size needs is_causal=True: a sink key j is visible only when j <= i")
 
 
+def mask_kwargs(is_causal: bool, window_size: Optional[int] = None, sink_size: Optional[int] = None) -> dict:
+    """The keyword arguments to pass a course function for this mask (None values left out)."""
+    kw = {"is_causal": is_causal}
+    if window_size is not None:
+        kw["window_size"] = window_size
+    if sink_size is not None:
+        kw["sink_size"] = sink_size
+    return kw
+
+
 def attention_mask(is_causal: bool = False, window_size: Optional[int] = None,
                    sink_size: Optional[int] = None) -> MaskFn:
     """The mask of the course's attention: full, causal, window, or window | sinks."""

@@ -6,8 +6,6 @@ line of the benchmark. GQA follows the course rule: query head h reads K/V head 
 from __future__ import annotations
 
 import math
-from typing import Optional
-
 import torch
 
 from .masks import attention_mask, check_mask_args, dense_mask
