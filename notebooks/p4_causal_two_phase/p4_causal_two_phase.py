@@ -387,6 +387,16 @@ autograder.check(4, flash_attention_forward, cases=_cases)
 ### END HIDDEN TESTS
 
 # %% [markdown]
+# **Does your kernel skip the work the mask rules out?** (not graded) A kernel that masks every tile,
+# or loads tiles right of the diagonal, is correct and slower. This cell counts the key tiles your
+# kernel visits and masks (on the CPU tier in the interpreter; on a GPU it compares causal time with
+# non-causal time) and prints a warning for each kind of wasted work.
+
+# %%
+from autograder.algorithm import check_tile_skipping
+tile_report = check_tile_skipping(flash_attention_forward, 4)
+
+# %% [markdown]
 # ## Benchmark
 #
 # On a GPU: your kernel next to the reference solution, SDPA and FlexAttention on causal shapes.

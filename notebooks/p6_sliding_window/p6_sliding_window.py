@@ -33,8 +33,8 @@
 # **What you write**: the window mask (a small `@triton.jit` predicate) and the tile ranges
 # (`lo`, `full_lo`, `full_hi`) of the kernel. GQA (Problem 5), the loop and the wrapper are given.
 #
-# **Points**: 10, in six graded cells (basic 1, ragged 1, layout 1, head dims 1, GQA 2,
-# sliding window 4). Each graded cell runs the visible checks you see, plus hidden cases of the
+# **Points**: 10, in seven graded cells (basic 1, ragged 1, layout 1, head dims 1, GQA 2,
+# sliding window 3, tile skipping 1). Each graded cell runs the visible checks you see, plus hidden cases of the
 # same kind; the hidden window cases are sized in tiles (`W = 1`, `W = BLOCK_N`, `W = BLOCK_M`,
 # `W` not a multiple of a tile) on whatever GPU runs them.
 
@@ -391,11 +391,11 @@ autograder.check(6, flash_attention_forward, cases=[
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **Sliding window (4 points)**: `W = 1` (the diagonal alone), `W` below a tile, not a multiple of
+# **Sliding window (3 points)**: `W = 1` (the diagonal alone), `W` below a tile, not a multiple of
 # a tile, at least `N`, and a transposed layout. The cell also checks that the wrapper refuses a
 # window without `is_causal=True` and `W < 1`.
 
-# %% tests="p6_window" points=4
+# %% tests="p6_window" points=3
 autograder.check(6, flash_attention_forward, family="window")
 
 q, k, v = autograder.Case("try", B=1, Hq=2, Hkv=2, N=16, D=16).make_inputs()
@@ -422,6 +422,16 @@ autograder.check(6, flash_attention_forward, cases=[
     autograder.Case("window", 1, 2, 2, 2 * _BM + 1, 32, is_causal=True, window_size=_BM + 1, seed=658),
 ])
 ### END HIDDEN TESTS
+
+# %% [markdown]
+# **Tile skipping (1 point)**: the right output is not enough. The window is there so that the work
+# grows with `N * W`, not `N^2`. This cell counts the key tiles your kernel visits at a fixed `W` for
+# `N` and `2N` (on the CPU tier by watching the interpreter's loads, on a GPU by timing) and fails when
+# they grow like `N^2`: a loop that starts at key 0 and lets the mask drop the rest is correct, and slow.
+
+# %% tests="p6_skipping" points=1
+from autograder.algorithm import check_tile_skipping
+check_tile_skipping(flash_attention_forward, 6)
 
 # %% [markdown]
 # ## Benchmark

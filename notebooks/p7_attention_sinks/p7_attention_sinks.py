@@ -34,8 +34,8 @@
 # **What you write**: the combined mask (a `@triton.jit` predicate) and the end of the sink phase,
 # `sink_hi`. The window ranges of Problem 6, GQA of Problem 5, the loop and the wrapper are given.
 #
-# **Points**: 10, in seven graded cells (basic 1, ragged 1, layout 1, head dims 1, GQA 1,
-# sliding window 2, sinks 3). Each graded cell runs the visible checks you see, plus hidden cases
+# **Points**: 10, in eight graded cells (basic 1, ragged 1, layout 1, head dims 1, GQA 1,
+# sliding window 1, sinks 3, tile skipping 1). Each graded cell runs the visible checks you see, plus hidden cases
 # of the same kind; the hidden sink cases are sized in tiles, so `S` crosses a tile boundary on
 # whatever GPU runs them.
 
@@ -352,7 +352,7 @@ autograder.check(7, flash_attention_forward, cases=[
 ])
 ### END HIDDEN TESTS
 
-# %% tests="p7_window" points=2
+# %% tests="p7_window" points=1
 autograder.check(7, flash_attention_forward, family="window")
 ### BEGIN HIDDEN TESTS
 _t = attention_tiles(16, autograder.DTYPE, True)
@@ -400,6 +400,16 @@ autograder.check(7, flash_attention_forward, cases=[
                     seed=768),
 ])
 ### END HIDDEN TESTS
+
+# %% [markdown]
+# **Tile skipping (1 point)**: the right output is not enough. The window is there so that the work
+# grows with `N * W`, not `N^2`. This cell counts the key tiles your kernel visits at a fixed `W` for
+# `N` and `2N` (on the CPU tier by watching the interpreter's loads, on a GPU by timing) and fails when
+# they grow like `N^2`: a loop that starts at key 0 and lets the mask drop the rest is correct, and slow.
+
+# %% tests="p7_skipping" points=1
+from autograder.algorithm import check_tile_skipping
+check_tile_skipping(flash_attention_forward, 7)
 
 # %% [markdown]
 # ## Benchmark
