@@ -174,7 +174,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
             hints = [diagnosis] + hints
         _fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
               hints + ["NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
-                       "key in a tile keeps its running max at -inf; or from 0/0 when l stays 0; or from "
+                       "key in a tile keeps its running max m_i = -inf; or from 0/0 when l stays 0; or from "
                        "loading out of bounds without other=0.0 / a mask."])
     err = (got - expected).abs()
     bad = err > atol + rtol * expected.abs()

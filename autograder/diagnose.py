@@ -203,8 +203,11 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
     bad_rows = bad.any(-1).nonzero().tolist()      # [b, h, i]
     if not bad_rows or N > 4096:
         return []
+    total_bad = len(bad_rows)
     bad_rows = bad_rows[:max_rows]
     explained = Counter()
+    columns = Counter()             # single-key stories by absolute key index: one wrong key column
+    column_rows = {}
     examples = {}
     unexplained = 0
     for b, h, i in bad_rows:
@@ -280,6 +283,9 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
             unexplained += 1
             continue
         kind, offset, tile_range = found
+        if tile_range is None:
+            columns[(kind, i + offset)] += 1
+            column_rows.setdefault((kind, i + offset), []).append(i)
         key = (kind, offset) if tile_range is None else (kind, "tile")
         explained[key] += 1
         examples.setdefault(key, (b, h, i, offset, tile_range))
@@ -287,8 +293,19 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
     # a wrong loop bound also leaves rows that one key happens to explain; when a whole tile
     # explains some rows, the single-key stories would blame a mask that may be right
     has_tile = any(offset == "tile" for _, offset in explained)
+    # the same key wrong in many rows (a sink bound, a sink tile left out) reads better by column
+    by_column = False
+    if columns and not has_tile:
+        (kind, j), count = columns.most_common(1)[0]
+        if count > 1 and count > max(c for (kd, off), c in explained.items() if off != "tile"):
+            by_column = True
+            msgs.append(f"{count} wrong row(s) match the reference with key {j} "
+                        f"{'hidden' if kind == 'hidden' else 'visible'} (query rows "
+                        f"{_fmt_ranges(column_rows[(kind, j)])}): your kernel "
+                        + ("drops key " if kind == "hidden" else "lets these rows see key ") + f"{j}."
+                        + _column_hint(case, kind, j))
     for (kind, offset), count in explained.most_common(3):
-        if has_tile and offset != "tile":
+        if by_column or (has_tile and offset != "tile"):
             continue
         b, h, i, off, tile_range = examples[(kind, offset)]
         if offset == "tile":
@@ -310,9 +327,22 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
                 "should be hidden but your kernel lets the query see it"
             msgs.append(f"{count} wrong row(s) are off by exactly one key: {rel} {what} "
                         f"(e.g. batch {b}, head {h}, query row {i}, key {j}).{_mask_hint(case, kind, off, j)}")
+    if msgs and total_bad > len(bad_rows):
+        msgs.append(f"(the first {len(bad_rows)} of {total_bad} wrong rows were examined)")
     if unexplained and msgs:
         msgs.append(f"{unexplained} other wrong row(s) have no single-key or single-tile explanation.")
     return msgs
+
+
+def _column_hint(case, kind, j):
+    S = case.sink_size or 0
+    if kind == "visible" and case.is_causal and j == S:
+        return f" Only keys j < S are sinks (here S = {S}), not j <= S."
+    if kind == "hidden" and j < S:
+        return (f" Key {j} is a sink (j < S = {S}): every query i >= {j} sees it. Outside the window it "
+                f"comes from the sink phase, whose range [0, sink_hi) must reach it: round sink_hi up to a "
+                f"whole tile (cdiv(S, BLOCK_N) * BLOCK_N, clamped at lo), and keep j < S in the mask.")
+    return " Check the mask and the loop bounds for that key."
 
 
 def _mask_hint(case, kind, off, j):
