@@ -216,26 +216,34 @@ def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True
         raise ValueError(f"problem must be one of {sorted(TITLES)}, got {problem!r}")
     if not callable(fn):
         raise TypeError(f"fn must be your function (e.g. flash_attention_forward), got {type(fn).__name__}")
-    cases = list(cases) if cases is not None else visible_cases(problem)
+    cases = select_cases(visible_cases(problem) if cases is None else cases, family)
+    return run_suite(problem, f"Problem {problem}", cases, lambda case: check_case(problem, fn, case), verbose)
+
+
+def select_cases(cases, family=None):
+    """`cases` as a list, only those of `family` when one is given (a clear error when none is)."""
+    cases = list(cases)
     if family is not None:
         families = sorted({c.family for c in cases})
         cases = [c for c in cases if c.family == family]
         if not cases:
             raise ValueError(f"no cases in family {family!r}; families: {families}")
-    summary = CheckSummary(problem)
+    return cases
+
+
+def run_suite(problem, title, cases, check_one, verbose=True) -> CheckSummary:
+    """Run `check_one(case)` on each case behind a progress bar (one printed row per case); the
+    first failure propagates. Shared by every check of the course."""
     from tqdm.auto import tqdm
-    with tqdm(cases, desc=f"Problem {problem}", disable=not verbose, leave=False) as bar:
-        _run_cases(problem, fn, bar, summary, verbose, tqdm)
+    summary = CheckSummary(problem)
+    with tqdm(cases, desc=title, disable=not verbose, leave=False) as bar:
+        for case in bar:
+            result = check_one(case)
+            summary.results.append(result)
+            if verbose:
+                tqdm.write(f"  ok  [{case.family:7s}] {case.describe():48s} max|err| {result.max_abs_err:.2e}  "
+                           f"{result.seconds * 1e3:8.1f} ms")
     if verbose:
         n = summary.passed
-        print(f"Problem {problem}: {'all ' + str(n) + ' cases' if n > 1 else 'the case'} passed ({device.TIER} tier).")
+        print(f"{title}: {'all ' + str(n) + ' cases' if n > 1 else 'the case'} passed ({device.TIER} tier).")
     return summary
-
-
-def _run_cases(problem, fn, bar, summary, verbose, tqdm):
-    for case in bar:
-        result = check_case(problem, fn, case)
-        summary.results.append(result)
-        if verbose:
-            tqdm.write(f"  ok  [{case.family:7s}] {case.describe():48s} max|err| {result.max_abs_err:.2e}  "
-                       f"{result.seconds * 1e3:8.1f} ms")

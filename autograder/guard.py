@@ -48,7 +48,10 @@ class Guard(TorchDispatchMode):
         if self._launching:
             return func(*args, **kwargs)
         name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
-        out = func(*args, **kwargs)
+        return self._record(name, func(*args, **kwargs))
+
+    def _record(self, name, out):
+        """Note what op `name` means for grading; return its output (maybe poisoned)."""
         if name in _ATTENTION_OPS:
             self.forbidden.append((name, "PyTorch's attention (scaled_dot_product_attention / flex_attention)"))
         elif name in _SOFTMAX_OPS:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import device
-from .check import CheckSummary, NotImplementedYet, _not_implemented
+from .check import CheckSummary, NotImplementedYet, _not_implemented, run_suite, select_cases
 from .diagnose import _fmt_ranges
 from .guard import _EMPTY_OPS, POISON, Guard
 
@@ -69,12 +69,7 @@ class StrictGuard(Guard):
         super().__init__(triton_problem=True, seq_len=0, poison=poison)
         self._buffers = []          # (buffer, number of storage elements) of each fresh tensor
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if self._launching:
-            return func(*args, **kwargs)
-        name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
-        out = func(*args, **kwargs)
+    def _record(self, name, out):
         if name not in _ALLOWED_OPS:
             self.forbidden.append((name, "PyTorch"))
         elif name in _EMPTY_OPS and self.poison and isinstance(out, torch.Tensor) \
@@ -382,24 +377,8 @@ def _as_strided_or_none(x, size, stride):
 def _run(part, fn, cases, family, verbose, check_one):
     if not callable(fn):
         raise TypeError(f"fn must be your function, got {type(fn).__name__}")
-    cases = list(cases) if cases is not None else visible_cases(part)
-    if family is not None:
-        families = sorted({c.family for c in cases})
-        cases = [c for c in cases if c.family == family]
-        if not cases:
-            raise ValueError(f"no cases in family {family!r}; families: {families}")
-    summary = BasicsSummary(part)
-    from tqdm.auto import tqdm
-    bar = tqdm(cases, desc=f"Problem {part}", disable=not verbose, leave=False)
-    for case in bar:
-        result = check_one(fn, case)
-        summary.results.append(result)
-        if verbose:
-            tqdm.write(f"  ok  [{case.family:7s}] {case.describe():44s} max|err| {result.max_abs_err:.2e}  "
-                       f"{result.seconds * 1e3:8.1f} ms")
-    if verbose:
-        print(f"Problem {part} ({TITLES[part]}): all {summary.passed} cases passed ({device.TIER} tier).")
-    return summary
+    cases = select_cases(visible_cases(part) if cases is None else cases, family)
+    return run_suite(part, f"Problem {part} ({TITLES[part]})", cases, lambda case: check_one(fn, case), verbose)
 
 
 # ------------------------------------------------------------------------------------------------

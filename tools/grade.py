@@ -101,28 +101,25 @@ def grade_id(cell):
     return cell.metadata.get("nbgrader", {}).get("grade_id")
 
 
-def strip_hidden(source: str) -> str:
-    out, hidden = [], False
+def split_hidden(source: str) -> tuple[list[str], list[str]]:
+    """(lines outside, lines inside) the hidden-test regions of a cell; marker lines dropped."""
+    shown, hidden, inside = [], [], False
     for line in source.split("\n"):
         if BEGIN_HIDDEN in line:
-            hidden = True
+            inside = True
         elif END_HIDDEN in line:
-            hidden = False
-        elif not hidden:
-            out.append(line)
-    return "\n".join(out).rstrip("\n")
+            inside = False
+        else:
+            (hidden if inside else shown).append(line)
+    return shown, hidden
+
+
+def strip_hidden(source: str) -> str:
+    return "\n".join(split_hidden(source)[0]).rstrip("\n")
 
 
 def hidden_lines(source: str) -> list[str]:
-    out, hidden = [], False
-    for line in source.split("\n"):
-        if BEGIN_HIDDEN in line:
-            hidden = True
-        elif END_HIDDEN in line:
-            hidden = False
-        elif hidden and line.strip():
-            out.append(line.strip())
-    return out
+    return [line.strip() for line in split_hidden(source)[1] if line.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
