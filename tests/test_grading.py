@@ -206,3 +206,144 @@ def test_grading_end_to_end(tmp_path):
     text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", fb)).split())
     assert "padded (cpu tier)" in text and 'autograder.check(3, flash_attention_forward, family="layout")' in text
     assert (course / "grades.csv").read_text().count(P3) >= 7
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile submissions: what a submission must not be able to do (issue: grading integrity)
+
+THIEF = r'''
+import glob, os
+seen = []
+for pattern in ("{repo}/solutions/*.py", "{repo}/notebooks/*/*.py", "{course}/source/*/*.ipynb",
+                "../../../source/*/*.ipynb", "{course}/gradebook.db", "{course}/.grading-key"):
+    seen += glob.glob(pattern)
+print("THIEF saw", len(seen), "secret files")
+try:
+    from solutions.p3_flash_attention_forward import flash_attention_forward, _attn_fwd_tiles, _flash_attention_fwd
+    print("THIEF imported the solutions")
+except ImportError as exc:
+    print("THIEF import failed:", type(exc).__name__)
+'''
+
+VANDAL = r'''
+import glob, os, sqlite3, subprocess
+books = [p for p in ("{course}/gradebook.db", "../../../gradebook.db") if os.path.exists(p)]
+for db in books:
+    con = sqlite3.connect(db); con.execute("update grade set manual_score = 0"); con.commit()
+print("VANDAL gradebooks written:", len(books))
+for target in ("{course}/results/ref/p3_flash_attention_forward.json", "{repo}/autograder/check.py"):
+    try:
+        open(target, "a").write("#")
+        print("VANDAL wrote", target)
+    except OSError as exc:
+        print("VANDAL could not write", os.path.basename(target), type(exc).__name__)
+subprocess.Popen(["setsid", "sh", "-c", "sleep 6; touch late.txt {outside}/escaped.txt"], start_new_session=True)
+'''
+
+LEAKER = "print('\\n'.join(In))   # the kernel's history holds the hidden tests it ran"
+
+
+def _run(course, *args):
+    out = subprocess.run(GRADE + [args[0], "--course", str(course), *args[1:]], cwd=REPO, text=True,
+                         capture_output=True, timeout=600)
+    return out.returncode, out.stdout + out.stderr
+
+
+def _outputs(course, student, slug):
+    nb = nbformat.read(str(course / "autograded" / student / slug / f"{slug}.ipynb"), as_version=4)
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+@pytest.mark.skipif(not _have(P3), reason="Problem 3 is not built yet")
+def test_hostile_submissions(tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import sandbox
+    isolated, why = sandbox.namespaces_available()
+    course, outside = tmp_path / "course", tmp_path / "outside"
+    outside.mkdir()
+    grade(course, "release", "--no-build", "-a", P3)
+    fmt = dict(repo=REPO, course=course, outside=outside)
+
+    submit(course, "ref", P3, solved(course, P3))
+    thief = release(course, P3)                         # stubs left, the answers taken from the repo
+    thief.cells.insert(index_of(thief, "p3_kernel") + 1, nbformat.v4.new_code_cell(THIEF.format(**fmt)))
+    submit(course, "thief", P3, thief)
+    vandal = solved(course, P3)
+    vandal.cells.insert(index_of(vandal, "p3_kernel") + 1, nbformat.v4.new_code_cell(VANDAL.format(**fmt)))
+    vandal.cells.append(nbformat.v4.new_code_cell(LEAKER))
+    submit(course, "vandal", P3, vandal)
+
+    rc, out = _run(course, "autograde", "--jobs", "2", "--cell-timeout", "240")
+    assert rc == 0, out
+    assert ("sandbox: namespace" in out) == isolated and (isolated or "WITHOUT isolation" in out), out
+    time.sleep(8)                                       # the detached child's deadline has passed
+    assert not (course / "jails" / "vandal" / P3 / "late.txt").exists(), "a setsid child outlived its kernel"
+    assert not (outside / "escaped.txt").exists()
+    import psutil
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "sleep 6; touch late.txt" in " ".join(p.info["cmdline"] or [])]
+
+    grade(course, "export")
+    s = scores(course)
+    full = {k: float(v) for k, v in P3_POINTS.items()}
+    assert s[("ref", P3)] == full and s[("vandal", P3)] == full
+    if not isolated:
+        pytest.skip(f"file-system isolation not testable here: {why}")
+    assert s[("thief", P3)] == {k: 0.0 for k in P3_POINTS}
+    assert "THIEF saw 0 secret files" in _outputs(course, "thief", P3)
+    assert "THIEF import failed: ModuleNotFoundError" in _outputs(course, "thief", P3)
+    vandal_out = _outputs(course, "vandal", P3)
+    assert "VANDAL gradebooks written: 0" in vandal_out and "VANDAL wrote /" not in vandal_out, vandal_out
+
+    # feedback: the leaker is flagged, its output replaced, the other students' feedback is written
+    rc, out = _run(course, "feedback")
+    assert rc == 0 and "vandal" in out and "printed hidden test code" in out, out
+    fb = (course / "feedback" / "vandal" / P3 / f"{P3}.html").read_text()
+    assert "output removed by the grader" in fb and "seed=121" not in fb
+    assert (course / "feedback" / "ref" / P3 / f"{P3}.html").is_file()
+    assert "printed hidden test code" in grade(course, "summary")
+
+    # tampering after grading: a result edited by hand counts 0, a gradebook edit is reported, not used
+    res = course / "results" / "thief" / f"{P3}.json"
+    data = json.loads(res.read_text())
+    for cell in data["cells"].values():
+        cell["score"] = cell["max"]
+    res.write_text(json.dumps(data))
+    import sqlite3
+    with sqlite3.connect(course / "gradebook.db") as con:
+        con.execute("update grade set manual_score = 0")
+    summary = grade(course, "summary")
+    assert re.search(r"thief\s+0/10", summary) and "changed after grading" in summary, summary
+    assert re.search(r"ref\s+10/10", summary) and "gradebook differs" in summary
+    # --force grades again from scratch: the manual scores written into the gradebook are gone
+    grade(course, "autograde", "-s", "ref", "--force")
+    with sqlite3.connect(course / "gradebook.db") as con:
+        ref_manual = con.execute("select g.manual_score from grade g join submitted_notebook n on g.notebook_id = n.id "
+                                 "join submitted_assignment a on n.assignment_id = a.id "
+                                 "where a.student_id = 'ref'").fetchall()
+    assert ref_manual and all(m == (None,) for m in ref_manual), ref_manual
+
+    # a changed submission is graded again without --force, an unchanged one is not
+    changed = solved(course, P3, p3_kernel=[("Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh",
+                                             "Q_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh")])
+    submit(course, "vandal", P3, changed)
+    out = grade(course, "autograde", "-s", "vandal", "-s", "ref")
+    assert "vandal" in out and re.search(r"ref\s+p3", out) is None, out
+
+    # the command line: unknown names and broken courses are errors that say what to do (exit 2)
+    rc, out = _run(course, "autograde", "-a", "p3_wrong")
+    assert rc == 2 and "unknown assignment(s) p3_wrong" in out and P3 in out
+    rc, out = _run(course, "autograde", "-s", "nobody")
+    assert rc == 2 and "nobody" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for cmd in ("summary", "export", "feedback", "autograde"):
+        rc, out = _run(empty, cmd)
+        assert rc == 2 and "release" in out and "Traceback" not in out, (cmd, out)
+    assert list(empty.iterdir()) == []                  # nothing created (no gradebook) in a wrong directory
+    before = {p: p.read_bytes() for p in (course / "results").rglob("*.json")}
+    (course / "gradebook.db").write_bytes(b"not a database")
+    rc, out = _run(course, "autograde", "--force")
+    assert rc == 2 and "not a readable nbgrader gradebook" in out and "Traceback" not in out, out
+    assert {p: p.read_bytes() for p in (course / "results").rglob("*.json")} == before
+    rc, out = _run(course, "summary")
+    assert rc == 0 and "could not be read" in out, out

@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+import sandbox as sandbox_tool  # noqa: E402 - tools/sandbox.py, the kernel launcher
 DEFAULT_COURSE = REPO / "course"
 DEFAULT_CELL_TIMEOUT = 300       # s: one graded cell; the CPU tier's slowest check cell takes ~15 s
 DEFAULT_TIMEOUT = 1200           # s: one whole notebook, kernel start included
@@ -418,7 +420,8 @@ def _save_autogrades_class():
             grade = self.gradebook.find_grade(cell.metadata["nbgrader"]["grade_id"], self.notebook_id,
                                               self.assignment_id, self.student_id)
             grade.auto_score = cell_score(cell)[0]
-            grade.needs_manual_grade = grade.manual_score is not None
+            grade.manual_score = None      # a re-grade is the whole truth: nothing set before survives it
+            grade.needs_manual_grade = False
             self.gradebook.db.commit()
     return SaveAutoGradesOnErrors
 
@@ -462,7 +465,8 @@ def _read_submission(path: Path):
     return nb
 
 
-def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_deleted: bool) -> dict:
+def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_deleted: bool,
+              sandbox: str = "none") -> dict:
     """Rebuild, then nbgrader-autograde one submission; returns the result record (also saved)."""
     import nbformat
     from nbgrader.converters import Autograde
@@ -470,7 +474,9 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     from nbgrader.preprocessors import ClearOutput, DeduplicateIds, OverwriteKernelspec, CheckCellMetadata
 
     t0 = time.time()
-    result = {"student": student, "assignment": slug, "status": "graded", "reason": "", "notes": []}
+    result = {"student": student, "assignment": slug, "status": "graded", "reason": "", "notes": [],
+              "submission_sha256": submission_digest(course, student, slug),
+              "run": os.environ.get(sandbox_tool.MARKER, "")}
     path, note = find_submitted_notebook(course, student, slug)
     if note:
         result["notes"].append(note)
@@ -493,6 +499,7 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
 
     _quiet_traitlets()
     cfg = nbgrader_config(course, cell_timeout, submitted="rebuilt")
+    cfg.Execute.kernel_name = sandboxed_kernel(course, student, slug, dst_dir, sandbox, result)
     cfg.Autograde.force = True
     cfg.Autograde.create_student = True
     # the rebuilt notebook already holds the source's locked cells (OverwriteCells would also
@@ -540,10 +547,61 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     return result
 
 
+def _grading_key(course: Path) -> bytes:
+    """The course's secret for signing results (created on first use, readable by the grader only)."""
+    path = course / ".grading-key"
+    if not path.is_file():
+        import secrets
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def _signature(course: Path, result: dict) -> str:
+    import hashlib
+    import hmac
+    body = json.dumps({k: v for k, v in result.items() if k != "signature"}, sort_keys=True).encode()
+    return hmac.new(_grading_key(course), body, hashlib.sha256).hexdigest()
+
+
 def _save_result(course, result):
+    """Signed and written atomically: a half-written or edited result never counts."""
     p = results_path(course, result["student"], result["assignment"])
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    result["signature"] = _signature(course, result)
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+
+
+def load_result(course: Path, student: str, slug: str):
+    """The autograde result of (student, slug); None when there is none. A result whose signature does
+    not match (edited after grading) comes back with status `tampered` and every cell at 0."""
+    p = results_path(course, student, slug)
+    if not p.is_file():
+        return None
+    try:
+        result = json.loads(p.read_text())
+        ok = isinstance(result, dict) and result.get("signature") == _signature(course, result)
+    except (ValueError, OSError):
+        result, ok = {"student": student, "assignment": slug, "cells": {}, "notes": []}, False
+    if not ok:
+        result["status"] = "tampered"
+        result["reason"] = f"{p.relative_to(course)} was changed after grading (signature mismatch): grade again"
+        for cell in result.get("cells", {}).values():
+            cell["score"] = 0.0
+    return result
+
+
+def submission_digest(course: Path, student: str, slug: str) -> str:
+    """sha256 of every file of a submission (names and bytes): a changed submission is graded again."""
+    import hashlib
+    h = hashlib.sha256()
+    d = course / "submitted" / student / slug
+    for f in sorted(q for q in d.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(d)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 _DB_LOCK = threading.Lock()
@@ -573,6 +631,7 @@ def _finish_zero(course, student, slug, reason, result, t0, rebuilt=None):
         for nbs in submission.notebooks:
             for grade in nbs.grades:
                 grade.auto_score = 0.0
+                grade.manual_score = None
                 grade.needs_manual_grade = False
         gb.db.commit()
     result["cells"] = {grade_id(c): {"score": 0.0, "max": float(c.metadata["nbgrader"]["points"]), "why": reason}
@@ -583,8 +642,116 @@ def _finish_zero(course, student, slug, reason, result, t0, rebuilt=None):
 
 
 def cmd_one(args) -> int:
-    grade_one(args.course, args.student[0], args.assignment[0], args.cell_timeout, args.restore_deleted_tests)
+    mode = args.sandbox if args.sandbox != "auto" else choose_sandbox("auto")[0]
+    try:
+        grade_one(args.course, args.student[0], args.assignment[0], args.cell_timeout, args.restore_deleted_tests,
+                  mode)
+    finally:
+        kill_marked(os.environ.get(sandbox_tool.MARKER))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel's sandbox (tools/sandbox.py): what a submission can see, write and leave behind
+
+KERNEL_NAME = "fa-course-sandbox"
+# passed from the grader to the kernel; everything else in the grader's environment stays behind
+KERNEL_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "LD_LIBRARY_PATH",
+              "NVIDIA_VISIBLE_DEVICES", "AUTOGRADER_TIER", "TRITON_INTERPRET", "OMP_NUM_THREADS",
+              "PYTHONHASHSEED", "TQDM_DISABLE")
+
+
+def choose_sandbox(wanted: str) -> tuple[str, str]:
+    """(mode, warning): `namespace` when the machine allows it (or `wanted` says so), else `none`."""
+    if wanted == "none":
+        return "none", "submissions run WITHOUT isolation (--sandbox none): see docs/instructor.md"
+    ok, why = sandbox_tool.namespaces_available()
+    if ok:
+        return "namespace", ""
+    if wanted == "namespace":
+        raise SystemExit(f"grade: --sandbox namespace: {why}")
+    return "none", (f"Linux namespaces are not available ({why}): submissions run WITHOUT isolation and could "
+                    f"read the solutions and hidden tests; see docs/instructor.md")
+
+
+def _exposed_paths() -> list[str]:
+    """What the kernel needs to import autograder, torch, triton, ipykernel: the Python environment(s)
+    and autograder/. Never the repository itself (solutions/, notebooks/ with the hidden tests)."""
+    keep = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), REPO / "autograder"}
+    for entry in sys.path:
+        p = Path(entry or ".").resolve()
+        if p.is_dir() and p != REPO and p != REPO / "tools" and not p.is_relative_to(REPO / "tools"):
+            keep.add(p)
+    top = []
+    for p in sorted({q.resolve() for q in keep}, key=lambda q: len(q.parts)):
+        if not any(p.is_relative_to(t) for t in top):
+            top.append(p)
+    return [str(p) for p in top]
+
+
+def _hidden_paths(course: Path, exposed: list[str]) -> list[str]:
+    hide = {REPO, course, Path.home(), Path("/root"), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")}
+    for e in exposed:      # an installed copy of the solutions (an old `pip install .`) stays out of reach
+        hide |= set(Path(e).glob("solutions")) | set(Path(e).glob("*/site-packages/solutions")) \
+            | set(Path(e).glob("lib/python3*/site-packages/solutions"))
+    return sorted(str(p) for p in hide)
+
+
+def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode: str, result: dict) -> str:
+    """Write this submission's jail, sandbox plan and kernelspec; return the kernel name to run."""
+    import secrets
+    base = course / "jails" / student
+    jail = base / slug
+    if jail.exists():
+        shutil.rmtree(jail)
+    # the student's own files travel; the rebuilt notebook (hidden tests inside) does not
+    shutil.copytree(workdir, jail, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    exposed = _exposed_paths()
+    env = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
+    env.update(MPLBACKEND="Agg", AUTOGRADER_GRADING="1")
+    plan = {"mode": mode, "jail": str(jail), "marker": os.environ.get(sandbox_tool.MARKER) or secrets.token_hex(8),
+            "expose": exposed, "hide": _hidden_paths(course, exposed), "env": env,
+            "kernel_argv": [sys.executable, "-m", "ipykernel_launcher"]}
+    plan_path = base / f".{slug}.sandbox.json"
+    plan_path.write_text(json.dumps(plan, indent=1))
+    spec_dir = base / f".{slug}.kernels" / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-I", str(Path(sandbox_tool.__file__).resolve()), "kernel", str(plan_path),
+                 "{connection_file}"],
+        "display_name": "Python 3 (grading sandbox)", "language": "python",
+        # the kernel sits behind unshare, which does not forward SIGINT: interrupt over the control channel
+        "interrupt_mode": "message"}))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(spec_dir.parent.parent),
+                                                              os.environ.get("JUPYTER_PATH")) if p)
+    result["sandbox"] = mode
+    return KERNEL_NAME
+
+
+def kill_marked(marker):
+    """Kill every process whose environment carries this run's marker (what namespaces do not catch)."""
+    if not marker:
+        return
+    import psutil
+    me = os.getpid()
+    procs = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != me and p.environ().get(sandbox_tool.MARKER) == marker:
+                procs.append(p)
+        except (psutil.Error, OSError):
+            continue
+    _kill(procs)
+
+
+def _kill(procs):
+    import psutil
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,22 +766,20 @@ def _kill_tree(pid: int):
         procs = root.children(recursive=True) + [root]
     except psutil.NoSuchProcess:
         return
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+    _kill(procs)
 
 
 def run_one(course, student, slug, args) -> dict:
+    import secrets
     cmd = [sys.executable, str(Path(__file__).resolve()), "_one", "--course", str(course),
            "--student", student, "--assignment", slug, "--cell-timeout", str(args.cell_timeout)]
     if args.restore_deleted_tests:
         cmd.append("--restore-deleted-tests")
+    cmd += ["--sandbox", args.sandbox]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.pop("PYTHONPATH", None)                # the kernel must not find the repository (solutions/)
+    env[sandbox_tool.MARKER] = marker = secrets.token_hex(12)
     env.setdefault("TQDM_DISABLE", "1")        # progress bars are noise in feedback
     env.setdefault("PYTHONHASHSEED", "0")
     if args.tier:
@@ -624,7 +789,6 @@ def run_one(course, student, slug, args) -> dict:
     t0 = time.time()
     logdir = course / "logs" / student
     logdir.mkdir(parents=True, exist_ok=True)
-    results_path(course, student, slug).unlink(missing_ok=True)
     rc = None
     with open(logdir / f"{slug}.log", "wb") as logf:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
@@ -636,23 +800,53 @@ def run_one(course, student, slug, args) -> dict:
             why = f"the notebook ran longer than the {args.timeout} s limit and was stopped"
             _kill_tree(proc.pid)      # the kernel too: it runs in a session of its own
             proc.wait()
-    rp = results_path(course, student, slug)
-    if rc == 0 and rp.is_file():
-        result = json.loads(rp.read_text())
-    else:
+    kill_marked(marker)               # whatever a submission started and detached (sandbox `none`)
+    result = load_result(course, student, slug)
+    if not (rc == 0 and result and result.get("run") == marker and result.get("status") != "tampered"):
         if rc:
             tail = (logdir / f"{slug}.log").read_text(errors="replace").strip().splitlines()[-1:]
             why += f" ({tail[0][:200]})" if tail else ""
         result = _finish_zero(course, student, slug, why or "no result",
-                              {"student": student, "assignment": slug, "notes": []}, t0)
+                              {"student": student, "assignment": slug, "notes": [], "run": marker,
+                               "submission_sha256": submission_digest(course, student, slug)}, t0)
     result["seconds"] = round(time.time() - t0, 1)
     _save_result(course, result)
     return result
 
 
+class UsageError(Exception):
+    """A command line or course directory the grader cannot work with: printed, exit status 2."""
+
+
+def require_course(course: Path, gradebook: bool = True):
+    """The course directory exists (and its gradebook opens), or a UsageError that says what to run."""
+    if not (course / "source").is_dir():
+        raise UsageError(f"{course} is not a course directory (no source/): run "
+                         f"`python tools/grade.py release --course {course}` first")
+    if gradebook:
+        db = course / "gradebook.db"
+        if not db.is_file():
+            raise UsageError(f"{course} has no gradebook: run `python tools/grade.py release --course {course}`")
+        import sqlite3
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                con.execute("select count(*) from grade").fetchone()
+        except sqlite3.Error as exc:
+            raise UsageError(f"{db} is not a readable nbgrader gradebook ({exc}): restore it from a backup or "
+                             f"release again into a new course directory; results/ is left as it is") from None
+
+
 def submissions(course: Path, assignments, students) -> list[tuple[str, str]]:
+    """(student, slug) of every submission, only those named by -s/-a; unknown names are a UsageError."""
     sub = course / "submitted"
     known = set(find_assignments(course))
+    unknown = sorted(set(assignments or ()) - known)
+    if unknown:
+        raise UsageError(f"unknown assignment(s) {', '.join(unknown)}; released: {', '.join(sorted(known)) or 'none'}")
+    present = {p.name for p in sub.iterdir() if p.is_dir()} if sub.is_dir() else set()
+    missing = sorted(set(students or ()) - present)
+    if missing:
+        raise UsageError(f"no submissions from student(s) {', '.join(missing)} under {sub}")
     out = []
     if not sub.is_dir():
         return out
@@ -669,20 +863,27 @@ def submissions(course: Path, assignments, students) -> list[tuple[str, str]]:
     return out
 
 
+def up_to_date(course: Path, student: str, slug: str) -> bool:
+    r = load_result(course, student, slug)
+    return bool(r) and r.get("status") != "tampered" and \
+        r.get("submission_sha256") == submission_digest(course, student, slug)
+
+
 def cmd_autograde(args) -> int:
     course = args.course
-    if not (course / "gradebook.db").is_file():
-        print(f"grade: {course} has no gradebook: run `python tools/grade.py release --course {course}`",
-              file=sys.stderr)
-        return 2
+    require_course(course)
     todo = submissions(course, args.assignment, args.student)
     if not args.force:
-        todo = [(s, a) for s, a in todo if not results_path(course, s, a).is_file()]
+        todo = [(s, a) for s, a in todo if not up_to_date(course, s, a)]
     if not todo:
-        print("grade: nothing to autograde (use --force to grade again)")
+        print("grade: nothing to autograde: every submission is graded and unchanged since "
+              "(use --force to grade again)")
         return 0
+    args.sandbox, warning = choose_sandbox(args.sandbox)
+    if warning:
+        print(f"grade: WARNING: {warning}", file=sys.stderr)
     print(f"autograding {len(todo)} submission(s), {args.jobs} at a time; cell timeout {args.cell_timeout} s, "
-          f"notebook limit {args.timeout} s")
+          f"notebook limit {args.timeout} s; sandbox: {args.sandbox}")
 
     def one(item):
         student, slug = item
@@ -703,17 +904,35 @@ def cmd_autograde(args) -> int:
 # feedback without hidden tests
 
 
-def _feedback_preprocessor_class():
+LEAK_NOTICE = "[output removed by the grader: it showed hidden test code]"
+
+
+def _output_text(out) -> str:
+    parts = [out.get("text", ""), out.get("evalue", "")] + list(out.get("traceback", []))
+    for value in out.get("data", {}).values():
+        parts += value if isinstance(value, list) else [value if isinstance(value, str) else ""]
+    return " ".join(" ".join(str(p) for p in parts).split())
+
+
+def _feedback_preprocessor_class(secret: set, leaked: list):
     from nbgrader.preprocessors import NbGraderPreprocessor
+    secret = {" ".join(ln.split()) for ln in secret}
 
     class HideTests(NbGraderPreprocessor):
-        """Graded cells: hidden test code removed; errors cut to `Name: message` (no code context)."""
+        """Graded cells: hidden test code removed; errors cut to `Name: message` (no code context).
+        Any cell: an output that shows a hidden test line (printed from `In`, a frame, a file) is replaced."""
 
         def preprocess_cell(self, cell, resources, index):
             if cell.cell_type == "code":
                 # progress-bar widgets render as empty boxes in static HTML
                 cell.outputs = [o for o in cell.get("outputs", []) if o.output_type != "display_data"
                                 or "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+                import nbformat
+                for i, out in enumerate(cell.outputs):
+                    text = _output_text(out)
+                    if any(ln in text for ln in secret):
+                        leaked.append(grade_id(cell) or f"cell {index}")
+                        cell.outputs[i] = nbformat.v4.new_output("stream", name="stdout", text=LEAK_NOTICE + "\n")
             if is_grade(cell) and cell.cell_type == "code":
                 cell.source = strip_hidden(cell.source)
                 for out in cell.get("outputs", []):
@@ -723,6 +942,14 @@ def _feedback_preprocessor_class():
     return HideTests
 
 
+def _flag(course: Path, student: str, slug: str, note: str):
+    """Add `note` to a result (re-signed), once."""
+    r = load_result(course, student, slug)
+    if r is not None and r.get("status") != "tampered" and note not in r.get("notes", []):
+        r.setdefault("notes", []).append(note)
+        _save_result(course, r)
+
+
 def cmd_feedback(args) -> int:
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
@@ -730,31 +957,41 @@ def cmd_feedback(args) -> int:
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 
     course = args.course
+    require_course(course)
     _quiet_traitlets()
     logging.getLogger("traitlets").setLevel(logging.ERROR)   # nbconvert's alt-text and config chatter
-    cfg = nbgrader_config(course)
-    cfg.GenerateFeedback.force = True
-    cfg.GenerateFeedback.preprocessors = [_feedback_preprocessor_class(), GetGrades, CSSHTMLHeaderPreprocessor]
+    secrets_by_slug = hidden_secrets(course)
     done = 0
     for student, slug in submissions(course, args.assignment, args.student):
         if not (course / "autograded" / student / slug / f"{slug}.ipynb").is_file():
             continue
+        leaked: list = []
+        cfg = nbgrader_config(course)
+        cfg.GenerateFeedback.force = True
+        cfg.GenerateFeedback.preprocessors = [_feedback_preprocessor_class(secrets_by_slug.get(slug, set()), leaked),
+                                              GetGrades, CSSHTMLHeaderPreprocessor]
         coursedir = CourseDirectory(config=cfg)
         coursedir.assignment_id = slug
         coursedir.student_id = student
         GenerateFeedback(coursedir=coursedir, config=cfg).start()
+        if leaked:
+            note = f"printed hidden test code ({', '.join(sorted(set(leaked)))}): removed from the feedback"
+            _flag(course, student, slug, note)
+            print(f"grade: WARNING: {student} {slug}: {note}", file=sys.stderr)
         done += 1
-    leaks = verify_feedback(course)
-    for leak in leaks:
-        print(f"grade: HIDDEN TEST LEAK {leak}", file=sys.stderr)
-    print(f"feedback for {done} submission(s) in {course / 'feedback'}; hidden test code found in "
-          f"{len(leaks)} file(s)")
-    return 1 if leaks else 0
+    # the last line of defence: a feedback file that still shows a hidden line is withheld
+    for f, line in verify_feedback(course, secrets_by_slug):
+        f.unlink()
+        student, slug = f.parent.parent.name, f.parent.name
+        _flag(course, student, slug, "feedback withheld: it showed hidden test code")
+        print(f"grade: HIDDEN TEST LEAK in {f.relative_to(course)} ({line!r}): file withheld, student flagged",
+              file=sys.stderr)
+    print(f"feedback for {done} submission(s) in {course / 'feedback'}")
+    return 0
 
 
-def verify_feedback(course: Path) -> list[str]:
-    """Feedback files that contain a line of a hidden test (as written in the source notebook)."""
-    import html as _html
+def hidden_secrets(course: Path) -> dict:
+    """{slug: hidden test lines a student must never see} (lines the release shows anyway excluded)."""
     secret = {}
     for slug in find_assignments(course):
         lines = set()
@@ -764,14 +1001,20 @@ def verify_feedback(course: Path) -> list[str]:
         # a hidden line that the release shows anyway (e.g. `autograder.check(1, fn, cases=[`) is no secret
         public = {ln for c in read_nb(course / "release" / slug / f"{slug}.ipynb").cells for ln in _lines(c.source)}
         secret[slug] = lines - public
+    return secret
+
+
+def verify_feedback(course: Path, secrets_by_slug: dict = None) -> list:
+    """(file, line) of every feedback file that contains a line of a hidden test."""
+    import html as _html
+    secret = hidden_secrets(course) if secrets_by_slug is None else secrets_by_slug
     leaks = []
     for f in sorted((course / "feedback").rglob("*.html")) if (course / "feedback").is_dir() else []:
-        slug = f.parent.name
         text = _html.unescape(re.sub(r"<[^>]+>", "", f.read_text(errors="replace")))
         text = " ".join(text.split())
-        for ln in secret.get(slug, ()):
+        for ln in secret.get(f.parent.name, ()):
             if " ".join(ln.split()) in text:
-                leaks.append(f"{f.relative_to(course)}: {ln}")
+                leaks.append((f, ln))
                 break
     return leaks
 
@@ -781,45 +1024,69 @@ def verify_feedback(course: Path) -> list[str]:
 
 
 def gradebook_scores(course: Path):
-    """{(student, slug): {grade_id: (score, max)}} from the gradebook."""
+    """{(student, slug): {grade_id: score}} as nbgrader's gradebook has them (manual scores win)."""
     from nbgrader.api import Gradebook
     out = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for a in gb.assignments:
             for sub in a.submissions:
-                cells = {}
-                for nbs in sub.notebooks:
-                    for g in nbs.grades:
-                        cells[g.name] = (float(g.score), float(g.max_score))
-                out[(sub.student.id, a.name)] = cells
+                out[(sub.student.id, a.name)] = {g.name: float(g.score) for nbs in sub.notebooks for g in nbs.grades}
+    return out
+
+
+def graded_results(course: Path, students=None, assignments=None) -> dict:
+    """{(student, slug): signed result} of every graded submission (the grades come from these, only)."""
+    out = {}
+    for student, slug in submissions(course, assignments, students):
+        r = load_result(course, student, slug)
+        if r is not None:
+            out[(student, slug)] = r
+    return out
+
+
+def gradebook_mismatches(course: Path, results: dict) -> list[str]:
+    """Where the gradebook's scores differ from the signed results: changed outside the grader."""
+    if not (course / "gradebook.db").is_file():
+        return []
+    try:
+        book = gradebook_scores(course)
+    except Exception as exc:   # noqa: BLE001 - a broken gradebook does not stop the CSV or the summary
+        return [f"the gradebook could not be read ({type(exc).__name__}): compare by hand"]
+    out = []
+    for (student, slug), r in sorted(results.items()):
+        theirs = book.get((student, slug), {})
+        for gid, cell in sorted(r.get("cells", {}).items()):
+            if gid in theirs and abs(theirs[gid] - cell["score"]) > 1e-9:
+                out.append(f"{student} {slug} {gid}: gradebook {theirs[gid]:g}, autograde result {cell['score']:g}")
     return out
 
 
 def cmd_export(args) -> int:
-    from nbgrader.api import Gradebook
-    from nbgrader.plugins import CsvExportPlugin
-
     course = args.course
-    to = args.to or course / "grades.csv"
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        CsvExportPlugin(to=str(to)).export(gb)
-    cells_csv = Path(str(to)).with_name(Path(str(to)).stem + "_cells.csv")
-    with open(cells_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["student_id", "assignment", "cell", "score", "max_score", "why"])
-        for (student, slug), cells in sorted(gradebook_scores(course).items()):
-            rp = results_path(course, student, slug)
-            why = json.loads(rp.read_text()).get("cells", {}) if rp.is_file() else {}
-            for gid, (score, top) in sorted(cells.items()):
-                w.writerow([student, slug, gid, f"{score:g}", f"{top:g}", why.get(gid, {}).get("why", "")])
-    print(f"wrote {to} and {cells_csv}")
+    require_course(course, gradebook=False)
+    results = graded_results(course, args.student, args.assignment)
+    to = Path(args.to or course / "grades.csv")
+    cells_csv = to.with_name(to.stem + "_cells.csv")
+    with open(to, "w", newline="") as f, open(cells_csv, "w", newline="") as g:
+        total, cells = csv.writer(f), csv.writer(g)
+        total.writerow(["student_id", "assignment", "score", "max_score", "status", "reason"])
+        cells.writerow(["student_id", "assignment", "cell", "score", "max_score", "why"])
+        for (student, slug), r in sorted(results.items()):
+            got = sum(c["score"] for c in r["cells"].values())
+            top = sum(c["max"] for c in r["cells"].values())
+            total.writerow([student, slug, f"{got:g}", f"{top:g}", r.get("status", ""), r.get("reason", "")])
+            for gid, c in sorted(r["cells"].items()):
+                cells.writerow([student, slug, gid, f"{c['score']:g}", f"{c['max']:g}", c.get("why", "")])
+    for m in gradebook_mismatches(course, results):
+        print(f"grade: WARNING: {m} (the CSV uses the signed autograde result)", file=sys.stderr)
+    print(f"wrote {to} and {cells_csv} ({len(results)} graded submission(s))")
     return 0
 
 
 def summary_table(course: Path, students=None, assignments=None) -> str:
-    scores = gradebook_scores(course)
-    slugs = sorted({a for _, a in scores} & set(assignments or {a for _, a in scores}))
-    people = sorted({s for s, _ in scores} & set(students or {s for s, _ in scores}))
+    results = graded_results(course, students, assignments)
+    slugs = sorted({a for _, a in results})
+    people = sorted({s for s, _ in results})
     short = {s: s.split("_", 1)[0] for s in slugs}
     head = f"{'student':16s}" + "".join(f"{short[s]:>10s}" for s in slugs) + f"{'total':>10s}"
     lines = [head, "-" * len(head)]
@@ -827,33 +1094,38 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
     for p in people:
         row, got_all, top_all = f"{p:16s}", 0.0, 0.0
         for s in slugs:
-            cells = scores.get((p, s))
-            if cells is None:
+            res = results.get((p, s))
+            if res is None:
                 row += f"{'-':>10s}"
                 continue
-            got = sum(v[0] for v in cells.values())
-            top = sum(v[1] for v in cells.values())
+            cells = res.get("cells", {})
+            got = sum(c["score"] for c in cells.values())
+            top = sum(c["max"] for c in cells.values())
             got_all, top_all = got_all + got, top_all + top
             row += f"{got:g}/{top:g}".rjust(10)
-            rp = results_path(course, p, s)
-            res = json.loads(rp.read_text()) if rp.is_file() else {}
-            if res.get("status") == "zero":
+            if res.get("status") in ("zero", "tampered"):
                 failures.append(f"{p} {s}: 0 points: {res.get('reason')}")
             else:
-                for gid, (sc, mx) in sorted(cells.items()):
-                    if sc < mx:
-                        why = res.get("cells", {}).get(gid, {}).get("why", "")
-                        failures.append(f"{p} {s} {gid} ({sc:g}/{mx:g}): {why}")
+                for gid, c in sorted(cells.items()):
+                    if c["score"] < c["max"]:
+                        failures.append(f"{p} {s} {gid} ({c['score']:g}/{c['max']:g}): {c.get('why', '')}")
             for n in res.get("notes", []):
                 if "recognised by" not in n:
                     failures.append(f"{p} {s}: note: {n}")
         lines.append(row + f"{got_all:g}/{top_all:g}".rjust(10))
+    if not people:
+        lines.append("(no graded submissions yet: run `python tools/grade.py autograde`)")
     if failures:
         lines += ["", "failed graded cells and notes:"] + ["  " + f for f in failures]
+    mismatches = gradebook_mismatches(course, results)
+    if mismatches:
+        lines += ["", "the gradebook differs from the signed autograde results (changed outside the grader; "
+                      "this table uses the results):"] + ["  " + m for m in mismatches]
     return "\n".join(lines)
 
 
 def cmd_summary(args) -> int:
+    require_course(args.course, gradebook=False)
     print(summary_table(args.course, args.student, args.assignment))
     return 0
 
@@ -886,6 +1158,8 @@ def main(argv=None) -> int:
     grading.add_argument("--jobs", "-j", type=int, default=1, help="(student, notebook) pairs graded at once (default 1)")
     grading.add_argument("--force", action="store_true", help="grade again what was graded already")
     grading.add_argument("--tier", choices=("cpu", "gpu"), help="force the autograder tier (default: this machine's)")
+    grading.add_argument("--sandbox", choices=("auto", "namespace", "none"), default="auto",
+                         help="isolate each kernel in Linux namespaces (auto: when the machine allows it)")
     grading.add_argument("--restore-deleted-tests", action="store_true",
                          help="run a deleted test cell from the source instead of scoring it 0")
     p = sub.add_parser("release", parents=[common], help="build the course and register it in the gradebook")
@@ -909,7 +1183,11 @@ def main(argv=None) -> int:
     # nbgrader shells out to `alembic` (gradebook migrations): the one next to this Python
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except UsageError as exc:
+        print(f"grade: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
