@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import device
+from . import device, record
 from .masks import attention_mask, dense_mask
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +134,19 @@ class InterpreterProbe:
         patch(builder_cls, "create_select", select)
         return self
 
+    # -- autograder.record: the counts, saved with the call and restored on replay -----------------
+    def snapshot(self) -> dict:
+        c = self.counts
+        return {"counts": [c.launches, c.key_loads, c.selects_2d, c.dots],
+                "per_program": [[list(pid), list(v)] for pid, v in c.per_program.items()],
+                "memory_error": self.memory_error}
+
+    def restore(self, snap: dict):
+        launches, key_loads, selects_2d, dots = (int(x) for x in snap["counts"])
+        per_program = {tuple(int(x) for x in pid): [int(x) for x in v] for pid, v in snap["per_program"]}
+        self.counts = ProbeCounts(launches, key_loads, selects_2d, dots, per_program)
+        self.memory_error = snap["memory_error"]
+
     def __exit__(self, *exc):
         for cls, name, original in reversed(self._patched):
             setattr(cls, name, original)
@@ -225,8 +238,13 @@ def count_tiles(fn, problem, n, *, D=16, is_causal=True, window_size=None, sink_
     case = Case("algorithm", 1, 1, 1, n, D, is_causal=is_causal, window_size=window_size,
                 sink_size=sink_size, seed=seed)
     q, k, v = case.make_inputs()
-    with InterpreterProbe(watch=k) as probe:
-        out = fn(q, k, v, **case.mask_kwargs())
+    kwargs = case.mask_kwargs()
+    probe = InterpreterProbe(watch=k)
+
+    def run():
+        with probe:
+            return fn(q, k, v, **kwargs)
+    out = record.call(run, (q, k, v), kwargs, observers=[probe])
     if probe.memory_error:
         raise AssertionError(probe.memory_error)
     if problem == 1:
@@ -308,19 +326,25 @@ def check_tile_skipping(fn, problem: int, verbose: bool = True):
     return reports
 
 
+def _timed(fn, q, k, v, kwargs) -> float:
+    """Milliseconds per call (do_bench). Recorded as one number when grading: a replay has nothing to time."""
+    import triton
+    key = ("do_bench", tuple(q.shape), tuple(k.shape), str(q.dtype))    # the inputs are seeded: shapes say which
+    return record.call(lambda: float(triton.testing.do_bench(lambda: fn(q, k, v, **kwargs))), key, kwargs)
+
+
 def _gpu_scaling(fn, problem, verbose):
     """GPU tier: time at N and 2N with a fixed window; work O(N * W) means about x2 (x4 for O(N^2)).
 
     For Problem 4 the time is compared with the number of attended pairs: a causal kernel that
     skips the tiles right of the diagonal runs in about half the time of the non-causal one."""
-    import triton
     from .cases import Case
     if problem == 4:
         B, H, N, D = 4, 16, 4096, 128
         times = {}
         for causal in (False, True):
             q, k, v = Case("algorithm", B, H, H, N, D, is_causal=causal).make_inputs()
-            times[causal] = triton.testing.do_bench(lambda: fn(q, k, v, is_causal=causal))
+            times[causal] = _timed(fn, q, k, v, dict(is_causal=causal))
         ratio = times[True] / times[False]
         report = TileReport(problem, N, dict(is_causal=True), -1, -1, -1, -1, 0, 0)
         if ratio > 0.8:
@@ -338,7 +362,7 @@ def _gpu_scaling(fn, problem, verbose):
     for n in (8192, 16384):
         kw = dict(is_causal=True, window_size=W, sink_size=4 if problem == 7 else None)
         q, k, v = Case("algorithm", 2, 16, 16, n, 128, **kw).make_inputs()
-        times.append(triton.testing.do_bench(lambda: fn(q, k, v, **Case("x", 1, 1, 1, 1, 16, **kw).mask_kwargs())))
+        times.append(_timed(fn, q, k, v, Case("x", 1, 1, 1, 1, 16, **kw).mask_kwargs()))
     growth = times[1] / times[0]
     if growth > 3.0:
         raise AssertionError(

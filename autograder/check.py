@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import device
+from . import device, record
 from .cases import Case, visible_cases
 from .diagnose import locate, mask_flips, nan_hypotheses, whole_output_hypotheses
 from .guard import POISON, Guard
@@ -92,13 +92,20 @@ def _fail(case, problem, msg, hints=()):
 def _call(problem, fn, case, q, k, v):
     triton_problem = problem != 1
     guard = Guard(triton_problem=triton_problem, seq_len=case.N)
-    t0 = time.perf_counter()
-    try:
+    kwargs = case.mask_kwargs()
+
+    def run():
         with guard:
-            out = fn(q, k, v, **case.mask_kwargs())
+            out = fn(q, k, v, **kwargs)
             if device.TIER == "gpu":
                 torch.cuda.synchronize()
+        return out
+    t0 = time.perf_counter()
+    try:
+        out = record.call(run, (q, k, v), kwargs, observers=[guard])
     except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
+        if isinstance(exc, record.NotRecorded):
+            raise
         if _not_implemented(exc):
             raise NotImplementedYet(
                 f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "

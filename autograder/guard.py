@@ -41,6 +41,8 @@ class Guard(TorchDispatchMode):
         self.forbidden = []         # (op name, why)
         self._patched = []
         self._launching = 0         # > 0 while Triton runs a kernel: its own tensor ops are not the student's
+        self.probe = None
+        self._memory_error = None   # replayed (autograder.record): no probe ran in this process
 
     # -- PyTorch side -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -116,7 +118,17 @@ class Guard(TorchDispatchMode):
     @property
     def memory_error(self):
         """A sentence when the kernel read or wrote outside its tensors (CPU tier), else None."""
-        return self.probe.memory_error
+        return self.probe.memory_error if self.probe is not None else self._memory_error
+
+    # -- autograder.record: what this guard saw, saved with the call and restored on replay ----------
+    def snapshot(self) -> dict:
+        return {"launches": list(self.launches), "forbidden": [list(f) for f in self.forbidden],
+                "memory_error": self.memory_error}
+
+    def restore(self, snap: dict):
+        self.launches = [str(x) for x in snap["launches"]]
+        self.forbidden = [tuple(str(y) for y in f) for f in snap["forbidden"]]
+        self._memory_error = snap["memory_error"]
 
     def cheat_message(self):
         """A sentence for the student, or None when the call looks honest."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import device
+from . import device, record
 from .check import CheckSummary, NotImplementedYet, _not_implemented, run_suite, select_cases
 from .diagnose import _fmt_ranges
 from .guard import _EMPTY_OPS, POISON, Guard
@@ -68,6 +68,7 @@ class StrictGuard(Guard):
     def __init__(self, poison: bool = True):
         super().__init__(triton_problem=True, seq_len=0, poison=poison)
         self._buffers = []          # (buffer, number of storage elements) of each fresh tensor
+        self._replayed_oob = None
 
     def _record(self, name, out):
         if name not in _ALLOWED_OPS:
@@ -80,12 +81,21 @@ class StrictGuard(Guard):
 
     def out_of_bounds_writes(self) -> int:
         """How many slack elements around the fresh tensors a kernel overwrote."""
+        if self._replayed_oob is not None:
+            return self._replayed_oob
         count = 0
         for buf, n_store in self._buffers:
             poison = torch.tensor(POISON, dtype=buf.dtype).double()
             for part in (buf[:SLACK], buf[SLACK + n_store:]):
                 count += int((part.double() != poison).sum())
         return count
+
+    def snapshot(self) -> dict:
+        return dict(super().snapshot(), out_of_bounds_writes=self.out_of_bounds_writes())
+
+    def restore(self, snap: dict):
+        super().restore(snap)
+        self._replayed_oob = int(snap["out_of_bounds_writes"])
 
     def cheat_message(self):
         if self.forbidden:
@@ -309,12 +319,18 @@ def _call(part, fn, case, inputs):
     try:
         # the interpreter evaluates log(0) and exp(-inf - -inf) in rows past the end of the tensor,
         # which the store mask then drops: NumPy's warnings about them are not the student's business
-        with guard, np.errstate(divide="ignore", invalid="ignore", over="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out = case.call(fn, *inputs)
-            if device.TIER == "gpu":
-                torch.cuda.synchronize()
+        def run():
+            with guard, np.errstate(divide="ignore", invalid="ignore", over="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out = case.call(fn, *inputs)
+                if device.TIER == "gpu":
+                    torch.cuda.synchronize()
+            return out
+        args, kwargs = case.call(lambda *a, **kw: (a, kw), *inputs)     # what fn receives: the recording's key
+        out = record.call(run, args, kwargs, observers=[guard])
     except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
+        if isinstance(exc, record.NotRecorded):
+            raise
         if _not_implemented(exc):
             raise NotImplementedYet(f"Problem {part} is not implemented yet: fill in the cells marked "
                                     f"`# YOUR CODE HERE` and run them again.") from None

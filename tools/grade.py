@@ -43,6 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
+import replay as replay_tool  # noqa: E402 - tools/replay.py, the graded cells again on the recorded calls
 import sandbox as sandbox_tool  # noqa: E402 - tools/sandbox.py, the kernel launcher
 DEFAULT_COURSE = REPO / "course"
 DEFAULT_CELL_TIMEOUT = 300       # s: one graded cell; the CPU tier's slowest check cell takes ~15 s
@@ -488,6 +489,7 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     release = read_nb(course / "release" / slug / f"{slug}.ipynb")
     nb, notes = rebuild(sub, source, release, restore_deleted=restore_deleted)
     result["notes"] += notes
+    record_direct_calls(nb)
 
     # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it
     src_dir = course / "submitted" / student / slug
@@ -537,14 +539,80 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
             reason = f"a cell ran past the {cell_timeout} s limit and did not stop when interrupted ({reason})"
         return _finish_zero(course, student, slug, reason, result, t0, rebuilt=nb)
     result["cells"] = {}
-    for cell in read_nb(graded).cells:
+    graded_nb = read_nb(graded)
+    for cell in graded_nb.cells:
         if is_grade(cell):
             score, why = cell_score(cell)
             result["cells"][grade_id(cell)] = {"score": score, "max": float(cell.metadata["nbgrader"]["points"]),
                                                "why": why}
+    confirm_by_replay(course, student, slug, dst_dir / f"{slug}.ipynb", graded, graded_nb, result, cell_timeout)
     result["seconds"] = round(time.time() - t0, 1)
     _save_result(course, result)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the verdict of a graded cell does not come from the student's process alone (autograder/record.py)
+
+REPLAY_CELL = ("### BEGIN HIDDEN TESTS\n"
+               "__import__('autograder.record').record.wrap_globals(globals(), {names!r})\n"
+               "### END HIDDEN TESTS\n")
+
+
+def record_direct_calls(nb):
+    """Graded cells record the direct calls they make of functions that earlier cells defined."""
+    for cell in nb.cells:
+        if is_grade(cell) and cell.cell_type == "code":
+            try:
+                names = replay_tool.free_names(cell.source)
+            except SyntaxError:
+                continue
+            if names:
+                cell.source = REPLAY_CELL.format(names=names) + cell.source
+
+
+def confirm_by_replay(course, student, slug, rebuilt: Path, graded: Path, graded_nb, result, cell_timeout):
+    """Replay the graded cells on the recorded calls (tools/replay.py, a process without student code);
+    a cell that passed in the kernel but not in the replay scores 0, in the result, gradebook and notebook."""
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    passed = [gid for gid, c in result["cells"].items() if c["score"] > 0]
+    if not passed:
+        return
+    records = course / "jails" / student / slug / ".records"
+    out = records.parent.parent / f".{slug}.replay.json"
+    env = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
+    env.update(AUTOGRADER_REPLAY=str(records), HOME=str(records.parent.parent), MPLBACKEND="Agg")
+    try:
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / "replay.py"), str(rebuilt), str(out)],
+                              env=env, cwd=str(records.parent.parent), capture_output=True, text=True,
+                              timeout=max(60, cell_timeout * len(result["cells"])))
+        verdict = json.loads(out.read_text()) if proc.returncode == 0 else {}
+        trouble = "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
+        verdict, trouble = {}, f"{type(exc).__name__}"
+    failed = {}
+    for gid in passed:
+        v = verdict.get(gid, {"ok": False, "why": f"the replay did not run ({trouble})"})
+        result["cells"][gid]["replayed"] = bool(v["ok"])
+        if not v["ok"]:
+            failed[gid] = f"not confirmed when the grader replayed the recorded calls: {v['why']}"
+            result["cells"][gid].update(score=0.0, why=failed[gid])
+    shutil.rmtree(records, ignore_errors=True)      # outputs of every call: large, and no longer needed
+    if not failed:
+        return
+    for cell in graded_nb.cells:
+        if grade_id(cell) in failed:
+            cell.outputs.append(nbformat.v4.new_output("error", ename="NotConfirmed", evalue=failed[grade_id(cell)],
+                                                       traceback=[f"NotConfirmed: {failed[grade_id(cell)]}"]))
+    nbformat.write(graded_nb, str(graded))
+    with _DB_LOCK, Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for gid in failed:
+            grade = gb.find_grade(gid, slug, slug, student)
+            grade.auto_score = 0.0
+            grade.manual_score = None
+        gb.db.commit()
 
 
 def _grading_key(course: Path) -> bytes:
@@ -708,7 +776,8 @@ def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode:
     shutil.copytree(workdir, jail, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     exposed = _exposed_paths()
     env = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
-    env.update(MPLBACKEND="Agg", AUTOGRADER_GRADING="1")
+    env.update(MPLBACKEND="Agg", AUTOGRADER_GRADING="1", AUTOGRADER_RECORD=str(jail / ".records"))
+    (jail / ".records").mkdir()
     plan = {"mode": mode, "jail": str(jail), "marker": os.environ.get(sandbox_tool.MARKER) or secrets.token_hex(8),
             "expose": exposed, "hide": _hidden_paths(course, exposed), "env": env,
             "kernel_argv": [sys.executable, "-m", "ipykernel_launcher"]}

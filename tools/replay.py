@@ -1,0 +1,100 @@
+"""Run a submission's graded cells again in the grader's own process, on its recorded calls.
+
+    AUTOGRADER_REPLAY=<records> python tools/replay.py <rebuilt notebook.ipynb> <out.json> [grade_id ...]
+
+The student's kernel recorded every call a check made of the student's functions (autograder.record).
+Here the graded cells of the rebuilt notebook (hidden tests included) run once more, with fresh
+`autograder` and `torch`, the notebook's own imports, and a stand-in for each name the cells take
+from earlier cells (the student's functions): a stand-in answers a call with the recorded outputs for
+the same inputs. No student code runs in this process. Writes {grade_id: {"ok": bool, "why": str}}.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import io
+import json
+import sys
+
+TOOLS_OWN = {"get_ipython", "display", "In", "Out"}
+
+
+def free_names(source: str, known=()) -> list[str]:
+    """Names a cell reads but neither defines nor imports nor gets from builtins or `known`."""
+    tree = ast.parse(source)
+    defined = set(known) | set(dir(builtins)) | TOOLS_OWN
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            defined.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            defined.add(node.name)
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+    loads = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    return sorted({n for n in loads if n not in defined})
+
+
+def import_lines(source: str) -> list[str]:
+    """The top-level import statements of a cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def _meta(cell):
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def replay(nb, only=None) -> dict:
+    """{grade_id: {"ok", "why"}} for the graded cells of `nb` (those in `only`, when given)."""
+    from autograder.record import Replayed
+
+    ns = {"__name__": "__main__"}
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        exec("import autograder", ns)
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code" and not _meta(cell).get("solution") and not _meta(cell).get("grade"):
+                for line in import_lines(cell["source"]):
+                    try:
+                        exec(line, ns)
+                    except Exception:   # noqa: BLE001 - an import the graded cells may not need
+                        pass
+    results = {}
+    for cell in nb["cells"]:
+        gid = _meta(cell).get("grade_id")
+        if cell["cell_type"] != "code" or not _meta(cell).get("grade") or (only and gid not in only):
+            continue
+        try:
+            for name in free_names(cell["source"], known=ns):
+                ns[name] = Replayed(name)
+            code = compile(cell["source"], f"<graded cell {gid}>", "exec")
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                exec(code, ns)
+            results[gid] = {"ok": True, "why": ""}
+        except BaseException as exc:   # noqa: BLE001 - SystemExit, KeyboardInterrupt: the cell failed
+            lines = [ln.strip() for ln in str(exc).split("\n") if ln.strip()]
+            why = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
+            results[gid] = {"ok": False, "why": f"{type(exc).__name__}: {why}"[:300]}
+    return results
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    import nbformat
+    results = replay(nbformat.read(argv[0], as_version=4), set(argv[2:]) or None)
+    with open(argv[1], "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
