@@ -91,7 +91,7 @@ def _fail(case, problem, msg, hints=()):
 
 def _call(problem, fn, case, q, k, v):
     triton_problem = problem != 1
-    guard = Guard(triton_problem=triton_problem, seq_len=case.N)
+    guard = Guard(triton_problem=triton_problem, seq_len=case.N, inputs=(q, k, v))
     t0 = time.perf_counter()
     try:
         with guard:

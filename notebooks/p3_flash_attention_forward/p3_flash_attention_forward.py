@@ -295,8 +295,9 @@ out = autograder.try_it(flash_attention_forward, case)
 # Each graded cell checks one family of cases and prints one line per case. When a case fails,
 # the message names the case, where the output is wrong and, when it can tell, which mistake
 # produces exactly that output (a missing scale, `exp` instead of `exp2`, no final division...).
-# The checks also make sure the output comes from your Triton kernel and that rows you never
-# write are caught (fresh outputs are filled with a poison value).
+# The checks also make sure the output comes from your Triton kernel (no PyTorch op may build a
+# tensor the size of the `N x N` score matrix, with a matmul or an elementwise product) and that
+# rows you never write are caught (fresh outputs are filled with a poison value).
 #
 # **Basic (3 points)**: small shapes, fp16/bf16 and fp32.
 
@@ -308,6 +309,7 @@ _cases = [
     autograder.Case("basic", 2, 3, 3, 64, 32, seed=101),                     # N a multiple of both tiles
     autograder.Case("basic", 1, 2, 2, 96, 16, dtype=_f32, seed=102),
     autograder.Case("basic", 1, 1, 1, 32, 16, seed=103, spread=4.0),         # peaky rows, one query tile
+    autograder.Case("basic", 1, 2, 2, 50, 32, dtype=_f32, seed=104, low_score=900.0),   # rows 0/0 with m_i = 0
 ]
 if autograder.TIER == "gpu":   # sizes around multiples of the GPU tiles (BLOCK_M = 128, BLOCK_N = 64)
     _cases += [
@@ -430,6 +432,8 @@ results = autograder.bench.benchmark(3, flash_attention_forward)
 #   on peaky rows. The `spread=3` and `spread=4` cases catch it.
 # * Scaling twice or not at all: `m_ij` must be in the same units as `qk * qk_scale`.
 # * Updating `m_i` before computing `alpha`: then `alpha` is always 1.
+# * Starting `m_i` at 0 instead of `-inf`: right until every score of a row is very negative;
+#   then `exp2(qk - 0)` underflows to 0 and the row is `0 / 0`. A basic case has such rows.
 # * `exp` with `qk_scale` (or `exp2` with `1/sqrt(D)` alone): the autograder recognises both.
 # * Upcasting `q`, `k` to fp32 before `tl.dot`: correct, and several times slower.
 # * Loading the tail tile without `mask=` / `other=0.0`: out-of-bounds reads, NaN or garbage.

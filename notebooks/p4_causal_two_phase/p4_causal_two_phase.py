@@ -295,6 +295,7 @@ _cases = [
     autograder.Case("basic", 1, 2, 2, 96, 16, dtype=_f32, seed=142, is_causal=True),
     autograder.Case("basic", 1, 1, 1, 32, 16, seed=143, spread=4.0, is_causal=True),     # one query tile
     autograder.Case("full", 1, 1, 1, 45, 32, seed=144, spread=4.0, is_causal=False),
+    autograder.Case("basic", 1, 2, 2, 70, 16, seed=145, low_score=250.0, is_causal=True),  # 0/0 with m_i = 0
 ]
 if autograder.TIER == "gpu":   # sizes around multiples of the GPU tiles (BLOCK_M = 128, BLOCK_N = 64)
     _cases += [

@@ -274,6 +274,7 @@ autograder.check(5, flash_attention_forward, family="basic")
 autograder.check(5, flash_attention_forward, cases=[
     autograder.Case("basic", 2, 2, 2, 64, 32, is_causal=True, seed=501),
     autograder.Case("basic", 1, 3, 3, 96, 16, is_causal=False, seed=502),
+    autograder.Case("basic", 1, 4, 2, 40, 16, is_causal=True, seed=503, low_score=600.0),   # 0/0 with m_i = 0
 ])
 ### END HIDDEN TESTS
 

@@ -349,6 +349,7 @@ autograder.check(6, flash_attention_forward, family="basic")
 autograder.check(6, flash_attention_forward, cases=[
     autograder.Case("basic", 2, 2, 2, 64, 32, is_causal=True, seed=601),
     autograder.Case("basic", 1, 2, 2, 96, 16, is_causal=True, seed=602, spread=3.0),
+    autograder.Case("basic", 1, 2, 2, 60, 16, is_causal=True, window_size=3, seed=603, low_score=500.0),
 ])
 ### END HIDDEN TESTS
 

@@ -309,6 +309,7 @@ autograder.check(7, flash_attention_forward, family="basic")
 autograder.check(7, flash_attention_forward, cases=[
     autograder.Case("basic", 2, 2, 2, 64, 32, is_causal=True, seed=701),
     autograder.Case("basic", 1, 2, 2, 96, 16, is_causal=True, sink_size=4, seed=702),   # sinks, no window
+    autograder.Case("basic", 1, 2, 2, 60, 16, is_causal=True, window_size=5, sink_size=2, seed=703, low_score=500.0),
 ])
 ### END HIDDEN TESTS
 
