@@ -394,6 +394,23 @@ def reference(problem: int):
     return load_module(f"reference_{slug}", solution_source(slug))
 
 
+def release_stub(problem: int):
+    """The student's module before any work: the release notebook's cells that the reference
+    module exports (given code and `# YOUR CODE HERE` stubs), in order."""
+    import nbformat
+    sys.path.insert(0, str(REPO))
+    try:
+        from tools.build_course import source_notebook
+    finally:
+        sys.path.remove(str(REPO))
+    slug = SLUGS[problem]
+    text = (REPO / "notebooks" / slug / f"{slug}.py").read_text(encoding="utf-8")
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in source_notebook(slug, text).cells if c.metadata.get("export")]
+    release = nbformat.read(str(REPO / "release" / slug / f"{slug}.ipynb"), as_version=4)
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in release.cells}
+    return load_module(f"release_{slug}", "\n\n".join(cells[i] for i in ids))
+
+
 # ---------------------------------------------------------------------------------------------
 # the notebook's graded cells
 

@@ -407,6 +407,8 @@ autograder.check(7, flash_attention_forward, cases=[
 # grows with `N * W`, not `N^2`. This cell counts the key tiles your kernel visits at a fixed `W` for
 # `N` and `2N` (on the CPU tier by watching the interpreter's loads, on a GPU by timing) and fails when
 # they grow like `N^2`: a loop that starts at key 0 and lets the mask drop the rest is correct, and slow.
+# The counts run on a single head; so the cell first checks the output on a few cases with the
+# same mask and grouped-query heads: the point is for a kernel that is right and fast.
 
 # %% tests="p7_skipping" points=1
 from autograder.algorithm import check_tile_skipping
