@@ -61,8 +61,8 @@ def _flash_attention_fwd(
     N, N_HEADS, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)                  # which query tile
-    pid_bh = tl.program_id(1)                 # which (batch, head)
+    pid_bh = tl.program_id(0)                 # which (batch, head)
+    pid_m = tl.program_id(1)                  # which query tile
     b = pid_bh // N_HEADS
     h = pid_bh % N_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -104,7 +104,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
         raise ValueError(f"q has {H} heads and k/v have {H_kv}: grouped-query attention is Problem 5")
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, causal=False)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)
+    grid = (B * H, triton.cdiv(N, cfg["BLOCK_M"]))
     qk_scale = 1.0 / math.sqrt(D) * LOG2E
     _flash_attention_fwd[grid](
         q, k, v, o,
