@@ -164,7 +164,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         rows = unwritten.all(-1)
         where, hints = locate(unwritten, out.shape)
         _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).",
-              hints or ["every query row needs a program: grid = (B * H, cdiv(N, BLOCK_M)); "
+              hints or ["every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
                         "store with mask offs_m < N, not a smaller bound."])
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)

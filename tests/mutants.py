@@ -169,7 +169,7 @@ MUTANTS = [
         "v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :]")),
       "stride_kd assumed to be 1 (the head dim innermost)", "strides"),
     M("p3_grid_floor", 3,
-      ('grid = (B * H, triton.cdiv(N, cfg["BLOCK_M"]))', 'grid = (B * H, N // cfg["BLOCK_M"])'),
+      ('grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * H,)', 'grid = (N // cfg["BLOCK_M"] * B * H,)'),
       "grid too small for ragged N: N // BLOCK_M query tiles instead of cdiv(N, BLOCK_M)", "cdiv"),
     M("p3_loop_one_tile_early", 3,
       ("    for start_n in range(lo, hi, BLOCK_N):", "    for start_n in range(lo, hi - BLOCK_N, BLOCK_N):"),

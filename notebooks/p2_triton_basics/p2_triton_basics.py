@@ -370,6 +370,7 @@ else:
 #   `exp(m_i - m_new)` when the max grows, loads out-of-bounds values as `-inf`, and guards the
 #   `-inf - (-inf)` of rows that have seen nothing yet.
 #
-# Problem 3 combines all three: the grid and pointers of 2c for `Q`, `K`, `V` and `O`, the loop of
+# Problem 3 combines all three: the grid (flattened to one axis, query tiles the fast index) and
+# pointers of 2c for `Q`, `K`, `V` and `O`, the loop of
 # 2b over key tiles, where each tile's scores come from `tl.dot(q, tl.trans(k))`, plus one more
 # running quantity, the output accumulator `acc`, rescaled by the same factor as `l_i`.

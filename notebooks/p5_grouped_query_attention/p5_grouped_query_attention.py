@@ -81,7 +81,7 @@ plots.show_mask(is_causal=True, n=32)
 plots.show_tile_schedule(256, 64, 32, is_causal=True)
 
 # %% [markdown]
-# The head mapping, computed the way the kernel computes it. The grid's first axis enumerates
+# The head mapping, computed the way the kernel computes it. The grid's slow index enumerates
 # `(batch, query head)` pairs: program `off_bh` handles batch `off_bh // Hq`, query head
 # `off_bh % Hq`.
 
@@ -145,7 +145,7 @@ def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride
 # %% [markdown]
 # ### Your turn: share the K/V head
 #
-# The program `(off_bh, pid_m)` computes query rows `pid_m * BLOCK_M ...` of batch `b`, query head
+# The program `(pid_m, off_bh)` computes query rows `pid_m * BLOCK_M ...` of batch `b`, query head
 # `h`. The given code moves `Q_ptr` and `O_ptr` to the start of that `(b, h)` slice. Write:
 #
 # 1. `kv_h`, the K/V head this query head reads (`GROUP = Hq // Hkv` is a `tl.constexpr`);
@@ -173,8 +173,9 @@ def _flash_attention_fwd(
 ):
     # Causal rows near the end see the most keys: launch those query tiles first so the long
     # programs do not start last and leave the GPU idle at the end.
-    off_bh = tl.program_id(0)
-    pid_m = tl.num_programs(1) - 1 - tl.program_id(1) if IS_CAUSAL else tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)                  # one grid axis: query tiles fast, (batch, head) pairs slow
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -235,7 +236,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
         raise ValueError("this kernel has no sliding window or sinks (Problems 6 and 7 add them)")
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, is_causal)
-    grid = (B * Hq, triton.cdiv(N, cfg["BLOCK_M"]))
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * Hq,)
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634      # 1/sqrt(D) * log2(e): scores in base 2
     _flash_attention_fwd[grid](
         q, k, v, o, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
