@@ -14,7 +14,8 @@ On the CPU tier, Triton kernels run in the interpreter, one program at a time, i
   * every 2-D load from the key tensor: one key-tile visit;
   * every 2-D `tl.where` (a select over a score tile): one masked tile.
 
-`check_tile_skipping(fn, problem)` runs `fn` on the same shape at N and 2N with a fixed window
+`check_tile_skipping(fn, problem)` first checks `fn`'s output on a few cases with the mask it counts
+(grouped-query heads included from Problem 6 on), then runs `fn` on the same shape at N and 2N with a fixed window
 (Problems 6, 7) and fails when the visits grow like N^2 instead of N; for Problem 4 it counts
 masked tiles and returns a warning-level report when the kernel masks tiles that need no mask.
 On a GPU tier it times the kernel at N and 2N instead (see `_gpu_scaling`).
@@ -276,6 +277,7 @@ def check_tile_skipping(fn, problem: int, verbose: bool = True):
     no mask (correct, but slower: a compare and a select per score on every tile)."""
     if problem not in (4, 6, 7):
         raise ValueError(f"tile skipping is graded for Problems 4, 6 and 7, not {problem!r}")
+    _correctness_gate(fn, problem)
     if not device.interpreted():
         return _gpu_scaling(fn, problem, verbose)
     from .tiles import attention_tiles
@@ -331,6 +333,27 @@ def _timed(fn, q, k, v, kwargs) -> float:
     import triton
     key = ("do_bench", tuple(q.shape), tuple(k.shape), str(q.dtype))    # the inputs are seeded: shapes say which
     return record.call(lambda: float(triton.testing.do_bench(lambda: fn(q, k, v, **kwargs))), key, kwargs)
+
+
+def _correctness_gate(fn, problem):
+    """Tile counts grade a correct kernel only: check `fn` first on a few cases with the mask the
+    counts use, grouped-query heads included from Problem 5 on (the counts run one head, where
+    any head mapping looks right). A release stub raises NotImplementedYet (one line), a wrong
+    kernel the check's own message."""
+    from .cases import Case
+    from .check import CheckFailed, NotImplementedYet, check
+    mask = dict(is_causal=True)
+    if problem >= 6:
+        mask.update(window_size=_WINDOW_W, sink_size=_SINKS if problem == 7 else None)
+    heads = [(2, 2)] if problem == 4 else [(4, 2), (6, 1)]
+    cases = [Case("skipping", 2, hq, hkv, 70, 16, seed=90 + i, **mask) for i, (hq, hkv) in enumerate(heads)]
+    try:
+        check(problem, fn, cases=cases, verbose=False)
+    except NotImplementedYet:
+        raise
+    except CheckFailed as exc:
+        raise CheckFailed(f"Problem {problem}: tile skipping is graded on a correct kernel, and this one is not: "
+                          f"fix it with autograder.check({problem}, flash_attention_forward) first.\n{exc}") from None
 
 
 def _gpu_scaling(fn, problem, verbose):

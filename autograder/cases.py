@@ -6,6 +6,7 @@ graded cell can award points per feature (ragged shapes, layouts, GQA, window, s
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +16,8 @@ from . import device
 from .masks import mask_kwargs
 
 LAYOUTS = ("contiguous", "bnhd", "padded", "bhdn")
+_KEY_SHIFT = 8.0            # k[..., 0] of low_score cases
+_MAX_LOW_SCORE = 1000.0     # q[..., 0] = -1000 * sqrt(128) / 8 ~ -1.4e4: fp16 holds 6.5e4
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,17 @@ class Case:
                                             # bhdn: [B, H, D, N] storage, the head dim is not innermost
     seed: int = 0
     spread: float = 1.0                     # std of q: > 1 makes peaky softmax rows
+    low_score: float = 0.0                  # > 0: every third query row (1, 4, 7...) scores about
+                                            # -low_score against every key (exp underflows to 0)
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.Hq % self.Hkv:
             raise ValueError(f"Hq={self.Hq} is not a multiple of Hkv={self.Hkv}")
+        if not 0 <= self.low_score <= _MAX_LOW_SCORE:
+            raise ValueError(f"low_score must lie in [0, {_MAX_LOW_SCORE:g}] (q stays within fp16/bf16 range), "
+                             f"got {self.low_score!r}")
 
     @property
     def resolved_dtype(self):
@@ -56,6 +64,8 @@ class Case:
             mask += f" S={self.sink_size}"
         dt = str(self.resolved_dtype).removeprefix("torch.")
         extra = "" if self.layout == "contiguous" else f" {self.layout}"
+        if self.low_score:
+            extra += f" rows 1::3 score ~-{self.low_score:g}"
         return f"B={self.B} {heads} N={self.N} D={self.D} {mask} {dt}{extra}"
 
     def make_inputs(self, dev=None):
@@ -71,6 +81,13 @@ class Case:
                 t = torch.randn(self.B, heads, d_alloc, self.N, generator=gen).transpose(2, 3)
             else:
                 t = torch.randn(self.B, heads, self.N, d_alloc, generator=gen)
+            if self.low_score:
+                # a shared key component: it shifts a row's scores by a constant (softmax ignores it),
+                # and for rows 1::3 the shift is -low_score, so every score of those rows is far below 0
+                if name == "k":
+                    t[..., 0] = _KEY_SHIFT
+                elif name == "q":
+                    t[..., 1::3, 0] = -self.low_score * math.sqrt(self.D) / _KEY_SHIFT / self.spread
             if name == "q":
                 t = t * self.spread
             t = t.to(dev, self.resolved_dtype)
@@ -104,6 +121,8 @@ def _attention_cases(problem: int, tier: str):
             _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, **ck),
             _c("layout", 1, 2, 2, 24, 16, layout="bhdn", seed=16, **ck),      # stride_qd != 1
             _c("headdim", 1, 1, 1, 37, 64, seed=9, **ck),
+            # rows whose every score is ~-400: with m_i = 0 instead of -inf, exp underflows to 0/0
+            _c("basic", 1, 2, 2, 40, 16, seed=17, low_score=400.0, **ck),
         ]
         if gqa:
             cases += [
@@ -125,6 +144,7 @@ def _attention_cases(problem: int, tier: str):
             _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
             _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
             _c("headdim", 1, 4, 4, 4096, 128, seed=11, **ck),
+            _c("basic", 1, 4, 4, 300, 64, seed=17, low_score=400.0, **ck),
         ]
         if gqa:
             cases += [

@@ -91,7 +91,7 @@ def _fail(case, problem, msg, hints=()):
 
 def _call(problem, fn, case, q, k, v):
     triton_problem = problem != 1
-    guard = Guard(triton_problem=triton_problem, seq_len=case.N)
+    guard = Guard(triton_problem=triton_problem, seq_len=case.N, inputs=(q, k, v))
     kwargs = case.mask_kwargs()
 
     def run():
@@ -171,7 +171,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         rows = unwritten.all(-1)
         where, hints = locate(unwritten, out.shape)
         _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).",
-              hints or ["every query row needs a program: grid = (cdiv(N, BLOCK_M), B * H); "
+              hints or ["every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
                         "store with mask offs_m < N, not a smaller bound."])
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)

@@ -92,7 +92,8 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
                         f"weight exp(0 - m)): give keys past N a score of -inf, e.g. "
                         f"tl.where(offs_n[None, :] < N, qk, float('-inf')) in Triton, "
                         f"torch.where(offs_n[None, :] < N, s, float('-inf')) in PyTorch.")
-    return online_softmax_hypotheses(q, k, v, out, case, atol, rtol)
+    wrong_rows = ~torch.isclose(out, o_ref, atol=atol, rtol=rtol).all(-1)
+    return underflow_hypothesis(q, k, wrong_rows, case) or online_softmax_hypotheses(q, k, v, out, case, atol, rtol)
 
 
 # Mistakes in the online softmax update: the output equals a blockwise computation, over key tiles
@@ -388,17 +389,44 @@ def locate(bad: torch.Tensor, out_shape):
     return ", ".join(parts), hints
 
 
-def nan_hypotheses(q, k, v, out, case, atol, rtol):
-    """For an output with NaN rows: a sentence when it equals attention with the diagonal hidden
-    (rows left with no key give 0/0), else None."""
-    if not case.is_causal:
+# exp(x) of a float32 is 0 or subnormal below this: with m_i = 0 a row whose best score is lower
+# adds nothing to l_i
+_UNDERFLOW = -87.0
+M_I_HINT = ("m_i must start at -inf (a row whose scores are all very negative underflows to 0/0 with "
+            "m_i = 0): the running max has to be the max of the scores seen, never 0.")
+
+
+def underflow_rows(q, k, case):
+    """[B, Hq, N] bool: rows whose every visible score (scaled by 1/sqrt(D)) is below exp's range."""
+    N = q.shape[2]
+    group = q.shape[1] // k.shape[1]
+    s = (q.double() @ k.double().repeat_interleave(group, 1).transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    vis = dense_mask(attention_mask(**case.mask_kwargs()), N, device=q.device)
+    best = s.masked_fill(~vis, float("-inf")).amax(-1)
+    return best < _UNDERFLOW
+
+
+def underflow_hypothesis(q, k, bad_rows, case):
+    """M_I_HINT when every wrong row (a [B, Hq, N] bool) is a row whose scores all underflow."""
+    if not bad_rows.any() or q.shape[2] > 4096:
         return None
+    low = underflow_rows(q, k, case)
+    return M_I_HINT if bool((bad_rows <= low).all()) else None
+
+
+def nan_hypotheses(q, k, v, out, case, atol, rtol):
+    """For an output with NaN rows: a sentence when they are the rows whose scores all underflow
+    (m_i started at 0), or when it equals attention with the diagonal hidden (rows left with no
+    key give 0/0), else None."""
+    got = out.double()
+    nan_rows = ~torch.isfinite(got).all(-1)                       # [B, H, N]
+    hint = underflow_hypothesis(q, k, nan_rows, case)
+    if hint or not case.is_causal:
+        return hint
     N = q.shape[2]
     vis = dense_mask(attention_mask(**case.mask_kwargs()), N, device=q.device)
     vis = vis & ~torch.eye(N, dtype=torch.bool, device=q.device)
     empty = ~vis.any(-1)                                          # rows that would see nothing
-    got = out.double()
-    nan_rows = ~torch.isfinite(got).all(-1)                       # [B, H, N]
     if not torch.equal(nan_rows, empty.expand_as(nan_rows)):
         return None
     if (~empty).any():

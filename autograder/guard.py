@@ -4,6 +4,9 @@
   * counts Triton kernel launches (compiled or interpreted),
   * records PyTorch operations that compute attention instead of the kernel: SDPA, FlexAttention,
     softmax, matrix products (any, for Triton problems; square N x N scores for Problem 1),
+  * records any other PyTorch op whose output is as big as the full score matrix (elementwise
+    products and sums, exp, division... build attention too: `(q[..., :, None, :] * k[..., None, :, :])
+    .sum(-1)` is Q K^T without a matmul),
   * fills every tensor allocated with torch.empty* with a poison value, so output rows that the
     kernel never writes are visible afterwards,
   * makes the autograder's reference refuse to run.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from . import reference
 
@@ -31,12 +35,25 @@ _MATMUL_OPS = {"mm", "bmm", "matmul", "addmm", "baddbmm", "addbmm", "einsum", "_
 _EMPTY_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
 
 
+# Up to here, one tile of Problem 1 (64 x 64 by default) can be the whole score matrix, and a copy
+# padded to whole tiles can be many times its input: size rules start above it.
+_SMALL_N = 64
+
+
 class Guard(TorchDispatchMode):
-    def __init__(self, triton_problem: bool, seq_len: int, poison: bool = True):
+    """`inputs`: the (q, k, v) of the call; with them, any op output on the order of the full score
+    matrix is refused (see `_materialised`)."""
+
+    def __init__(self, triton_problem: bool, seq_len: int, poison: bool = True, inputs=None):
         super().__init__()
         self.triton_problem = triton_problem
         self.seq_len = seq_len
         self.poison = poison
+        self._scores = self._largest = None
+        if inputs is not None:
+            q = inputs[0]
+            self._scores = q.shape[0] * q.shape[1] * seq_len * seq_len      # B * Hq * N * N
+            self._largest = max(t.numel() for t in inputs)
         self.launches = []          # kernel names, in launch order
         self.forbidden = []         # (op name, why)
         self._patched = []
@@ -50,7 +67,13 @@ class Guard(TorchDispatchMode):
         if self._launching:
             return func(*args, **kwargs)
         name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
-        return self._record(name, func(*args, **kwargs))
+        out = self._record(name, func(*args, **kwargs))
+        if not self.forbidden and not getattr(func, "is_view", False):
+            for t in tree_leaves(out):
+                if self._materialised(t):
+                    self.forbidden.append((name, f"a {list(t.shape)} tensor: the full score matrix"))
+                    break
+        return out
 
     def _record(self, name, out):
         """Note what op `name` means for grading; return its output (maybe poisoned)."""
@@ -69,6 +92,24 @@ class Guard(TorchDispatchMode):
                 and out.is_floating_point() and out.numel():
             out.fill_(POISON)
         return out
+
+    def _materialised(self, t):
+        """True when `t` is on the order of the full score matrix.
+
+        Honest solutions allocate the output (q's shape), O(B * H * N) statistics, copies of the
+        inputs padded to whole tiles (< 2x an input once N > 64, any factor for a tiny N) and, in
+        Problem 1, [B, H, BLOCK_M, BLOCK_N] tiles (smaller than N x N per head once N > 64). None
+        of them is, past the batch and head dims, N x N and bigger than every input; and once
+        N > 64 none reaches 8x the largest input, or B * H * N * N elements and 2x the largest."""
+        if self._scores is None or not isinstance(t, torch.Tensor):
+            return False
+        n, N = t.numel(), self.seq_len
+        if N > _SMALL_N:
+            if n >= 8 * self._largest or (n >= self._scores and n >= 2 * self._largest):
+                return True
+        elif not self.triton_problem:
+            return False              # Problem 1: one tile of up to 64 x 64 is the whole matrix
+        return N >= 2 and n > self._largest and n >= self._scores and list(t.shape[2:]).count(N) >= 2
 
     def _is_full_scores(self, out):
         n = self.seq_len
@@ -134,6 +175,9 @@ class Guard(TorchDispatchMode):
         """A sentence for the student, or None when the call looks honest."""
         if self.forbidden:
             op, why = self.forbidden[0]
+            if why.endswith("the full score matrix"):
+                return f"your function materialised {why} (aten.{op}); process keys tile by tile" \
+                    + (" inside your Triton kernel." if self.triton_problem else ".")
             return f"your function computed attention with {why} (aten.{op}); " \
                    + ("write it as a Triton kernel." if self.triton_problem else "use blockwise online softmax.")
         if self.triton_problem and not self.launches:

@@ -618,7 +618,7 @@ def _copy_hints(x, out, bad):
                     if h2 != h:
                         why.append(f"head {h2} instead of {h}")
                     hints.append(f"output block (batch {b}, head {h}) holds the input's (batch {b2}, head {h2}) - "
-                                 f"{' and '.join(why)}: off_bh = program_id(1) splits as b = off_bh // H, "
+                                 f"{' and '.join(why)}: off_bh = program_id(0) splits as b = off_bh // H, "
                                  f"h = off_bh % H, and the base is X_ptr + b * stride_xb + h * stride_xh.")
                     return hints
         contiguous = (H * N * D, N * D, D, 1)
@@ -653,12 +653,12 @@ def _check_copy(fn, case: CopyCase) -> BasicsResult:
         hints = []
         if len(bs) == B and len(hs) == H and min(rows) > 0 and max(rows) == N - 1:
             hints.append("the last rows of every head are missing: the grid needs cdiv(N, BLOCK_N) programs "
-                         "along axis 0 and the store mask is offs_n < N.")
+                         "along axis 1 and the store mask is offs_n < N.")
         else:
             blocks = unwritten.flatten(2).all(-1).nonzero().tolist()       # (b, h) never touched at all
             if blocks:
                 shown = ", ".join(f"({b}, {h})" for b, h in blocks[:4]) + (" ..." if len(blocks) > 4 else "")
-                hints.append(f"{len(blocks)} whole (batch, head) block(s) were never written, e.g. {shown}: axis 1 "
+                hints.append(f"{len(blocks)} whole (batch, head) block(s) were never written, e.g. {shown}: axis 0 "
                              f"of the grid has B * H programs, one per (batch, head), and off_bh splits as "
                              f"b = off_bh // H, h = off_bh % H.")
         _fail(part, case, f"{int(unwritten.sum())} of {out.numel()} output elements were never written ({where}).",

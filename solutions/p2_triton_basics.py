@@ -67,8 +67,8 @@ def copy_bhnd_kernel(X_ptr, O_ptr, N, H,
                      stride_xb, stride_xh, stride_xn, stride_xd,
                      stride_ob, stride_oh, stride_on, stride_od,
                      HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_n = tl.program_id(0)        # which tile of BLOCK_N rows
-    off_bh = tl.program_id(1)       # which (batch, head) pair
+    off_bh = tl.program_id(0)       # which (batch, head) pair
+    pid_n = tl.program_id(1)        # which tile of BLOCK_N rows
     b = off_bh // H
     h = off_bh % H
     X_ptr += b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh
@@ -88,6 +88,6 @@ def copy_bhnd(x, BLOCK_N=32):
     if D < 1 or D & (D - 1):
         raise ValueError(f"head dim D must be a power of two (tl.arange needs one), got {D}")
     out = torch.empty(B, H, N, D, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(N, BLOCK_N), B * H)
+    grid = (B * H, triton.cdiv(N, BLOCK_N))
     copy_bhnd_kernel[grid](x, out, N, H, *x.stride(), *out.stride(), HEAD_DIM=D, BLOCK_N=BLOCK_N)
     return out

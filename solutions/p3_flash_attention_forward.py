@@ -61,8 +61,9 @@ def _flash_attention_fwd(
     N, N_HEADS, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)                  # which query tile
-    pid_bh = tl.program_id(1)                 # which (batch, head)
+    n_m = tl.cdiv(N, BLOCK_M)
+    pid_m = tl.program_id(0) % n_m            # which query tile: the fast index
+    pid_bh = tl.program_id(0) // n_m          # which (batch, head)
     b = pid_bh // N_HEADS
     h = pid_bh % N_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -104,7 +105,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
         raise ValueError(f"q has {H} heads and k/v have {H_kv}: grouped-query attention is Problem 5")
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, causal=False)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * H,)
     qk_scale = 1.0 / math.sqrt(D) * LOG2E
     _flash_attention_fwd[grid](
         q, k, v, o,

@@ -70,8 +70,9 @@ def _flash_attention_fwd(
     IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # heavy query tiles first: with a causal mask, late tiles visit the most key tiles
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)
+    pid_m = n_m - 1 - tl.program_id(0) % n_m              # heavy tiles first
+    pid_bh = tl.program_id(0) // n_m
     b = pid_bh // N_HEADS
     h = pid_bh % N_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -123,7 +124,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
         raise ValueError(f"q has {H} heads and k/v have {H_kv}: grouped-query attention is Problem 5")
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, causal=is_causal)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * H,)
     qk_scale = 1.0 / math.sqrt(D) * LOG2E
     _flash_attention_fwd[grid](
         q, k, v, o,

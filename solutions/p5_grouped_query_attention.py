@@ -65,8 +65,9 @@ def _flash_attention_fwd(
 ):
     # Causal rows near the end see the most keys: launch those query tiles first so the long
     # programs do not start last and leave the GPU idle at the end.
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)                  # one grid axis: query tiles fast, (batch, head) pairs slow
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -119,7 +120,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
         raise ValueError("this kernel has no sliding window or sinks (Problems 6 and 7 add them)")
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, is_causal)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * Hq)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * Hq,)
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634      # 1/sqrt(D) * log2(e): scores in base 2
     _flash_attention_fwd[grid](
         q, k, v, o, *q.stride(), *k.stride(), *v.stride(), *o.stride(),

@@ -81,8 +81,9 @@ def _flash_attention_fwd(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # late query tiles first: without a window they see the most keys
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)                  # one grid axis: query tiles fast, (batch, head) pairs slow
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
     kv_h = h // GROUP                                                     # GQA, Problem 5
@@ -140,7 +141,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
     B, Hq, Hkv, N, D = autograder.validate_attention_inputs(q, k, v, is_causal, window_size, sink_size)
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, is_causal)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * Hq)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * Hq,)
     qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634      # 1/sqrt(D) * log2(e): scores in base 2
     window = N if window_size is None else min(window_size, N)
     sinks = 0 if sink_size is None else min(sink_size, N)

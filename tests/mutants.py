@@ -82,6 +82,23 @@ MUTANTS = [
     M("p1_no_guard", 1,
       ("m_safe = torch.where(m_new == float(\"-inf\"), 0.0, m_new)", "m_safe = m_new"),
       "no m_i = -inf guard: NaN when a row sees no key in a tile (window below a tile)", "m_i = -inf"),
+    M("p1_m_i_starts_at_zero", 1,
+      ("m_i = torch.full((B, Hq, block_m), float(\"-inf\"), device=q.device)",
+       "m_i = torch.zeros(B, Hq, block_m, device=q.device)"),
+      "the running max starts at 0: rows whose scores are all very negative underflow to 0/0",
+      "m_i must start at -inf"),
+    M("p1_broadcast_scores", 1,
+      ("    for start_m in range(0, N, block_m):",
+       "    s = (q.float()[:, :, :, None, :] * k.float()[:, :, None, :, :]).sum(-1) * sm_scale\n"
+       "    s = s.masked_fill(~mask_fn(torch.arange(N)[:, None], torch.arange(N)[None, :]), float('-inf'))\n"
+       "    m = s.amax(-1, keepdim=True)\n"
+       "    e = torch.exp(s - m)\n"
+       "    l = e.sum(-1, keepdim=True)\n"
+       "    o = (e[..., None] * v.float()[:, :, None, :, :]).sum(-2) / l\n"
+       "    return o.to(q.dtype), (m + torch.log(l))[..., 0]\n"
+       "    for start_m in range(0, N, block_m):"),
+      "the full score matrix from a broadcast multiply-sum and exp/sum/div (no matmul, no softmax op)",
+      ("cheating", "full score matrix"), kind="cheat"),
     M("p1_full_score_matrix", 1,
       ("    for start_m in range(0, N, block_m):",
        "    block_m = block_n = max(N, 1)\n    q_pad, k_pad, v_pad = q, k, v\n"
@@ -152,7 +169,7 @@ MUTANTS = [
         "v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :]")),
       "stride_kd assumed to be 1 (the head dim innermost)", "strides"),
     M("p3_grid_floor", 3,
-      ('grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)', 'grid = (N // cfg["BLOCK_M"], B * H)'),
+      ('grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * H,)', 'grid = (N // cfg["BLOCK_M"] * B * H,)'),
       "grid too small for ragged N: N // BLOCK_M query tiles instead of cdiv(N, BLOCK_M)", "cdiv"),
     M("p3_loop_one_tile_early", 3,
       ("    for start_n in range(lo, hi, BLOCK_N):", "    for start_n in range(lo, hi - BLOCK_N, BLOCK_N):"),
@@ -163,6 +180,18 @@ MUTANTS = [
     M("p3_tail_scores_unmasked", 3,
       ("            qk = tl.where(in_bounds[None, :], qk, float(\"-inf\"))\n", "            pass\n"),
       "the tail tile's scores are not masked: keys past N (loaded as 0) get weight", "past N"),
+    M("p3_m_i_starts_at_zero", 3,
+      ("m_i = tl.full([BLOCK_M], float(\"-inf\"), dtype=tl.float32)", "m_i = tl.zeros([BLOCK_M], dtype=tl.float32)"),
+      "the running max starts at 0: rows whose scores are all very negative underflow to 0/0",
+      "m_i must start at -inf"),
+    M("p3_broadcast_scores", 3,
+      ("    return o\n",
+       "    s = (q.float()[:, :, :, None, :] * k.float()[:, :, None, :, :]).sum(-1) / math.sqrt(D)\n"
+       "    e = torch.exp(s - s.amax(-1, keepdim=True))\n"
+       "    p = e / e.sum(-1, keepdim=True)\n"
+       "    return (p[..., None] * v.float()[:, :, None, :, :]).sum(-2).to(q.dtype)\n"),
+      "launches the kernel, returns attention from a broadcast multiply-sum and exp/sum/div (no matmul)",
+      ("cheating", "materialised", "full score matrix", "tile by tile"), kind="cheat"),
     M("p3_sdpa", 3, SDPA_CHEAT, "PyTorch's scaled_dot_product_attention instead of the kernel",
       "cheating", kind="cheat"),
     M("p3_kernel_then_torch", 3,
@@ -363,6 +392,23 @@ def build(mutant: Mutant):
 def reference(problem: int):
     slug = SLUGS[problem]
     return load_module(f"reference_{slug}", solution_source(slug))
+
+
+def release_stub(problem: int):
+    """The student's module before any work: the release notebook's cells that the reference
+    module exports (given code and `# YOUR CODE HERE` stubs), in order."""
+    import nbformat
+    sys.path.insert(0, str(REPO))
+    try:
+        from tools.build_course import source_notebook
+    finally:
+        sys.path.remove(str(REPO))
+    slug = SLUGS[problem]
+    text = (REPO / "notebooks" / slug / f"{slug}.py").read_text(encoding="utf-8")
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in source_notebook(slug, text).cells if c.metadata.get("export")]
+    release = nbformat.read(str(REPO / "release" / slug / f"{slug}.ipynb"), as_version=4)
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in release.cells}
+    return load_module(f"release_{slug}", "\n\n".join(cells[i] for i in ids))
 
 
 # ---------------------------------------------------------------------------------------------

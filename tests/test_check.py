@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import autograder
+import autograder  # noqa: I001 - first: it picks the tier (TRITON_INTERPRET) before any kernel is defined
+import triton
+from autograder.guard import Guard
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,103 @@ def test_problem1_refuses_full_score_matrices():
         lse = torch.logsumexp(s, -1)
         return (torch.exp(s - lse[..., None]) @ v.float()).to(q.dtype), lse
     fails(1, full_scores, "cheating detected", "score matrix")
+
+
+@triton.jit
+def _noop_kernel(X):
+    pass
+
+
+def _broadcast_attention(q, k, v, is_causal=False, **kw):
+    """Attention without a matmul or a softmax op: a broadcast multiply-sum, exp, sum, divide."""
+    _noop_kernel[(1,)](q)
+    s = (q.float()[:, :, :, None, :] * k.float()[:, :, None, :, :]).sum(-1) / math.sqrt(q.shape[-1])
+    if is_causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -math.inf)
+    e = torch.exp(s - s.amax(-1, keepdim=True))
+    p = e / e.sum(-1, keepdim=True)
+    return (p[..., None] * v.float()[:, :, None, :, :]).sum(-2).to(q.dtype)
+
+
+@pytest.mark.parametrize("problem", [3, 4])
+@pytest.mark.parametrize("family", ["basic", "ragged", "layout", "headdim"])
+def test_elementwise_score_matrix_is_refused(problem, family):
+    msg = fails(problem, _broadcast_attention, "cheating detected", "materialised", "the full score matrix",
+                "process keys tile by tile", family=family)
+    assert "launched no Triton kernel" not in msg
+
+
+def test_elementwise_scores_without_the_broadcast_product_are_refused():
+    """One [B, H, N, N] sum per head-dim column: no tensor bigger than N x N, still the score matrix."""
+    def per_column(q, k, v, is_causal=False, **kw):
+        _noop_kernel[(1,)](q)
+        s = sum(q.float()[..., :, None, d] * k.float()[..., None, :, d] for d in range(q.shape[-1]))
+        return (torch.exp(s) / torch.exp(s).sum(-1, keepdim=True) @ v.float()).to(q.dtype)
+    fails(3, per_column, "materialised a [2, 2, 77, 77] tensor", family="ragged")
+
+
+def _guarded(triton_problem, q, k, v, ops):
+    with Guard(triton_problem=triton_problem, seq_len=q.shape[2], poison=False, inputs=(q, k, v)) as g:
+        for op in ops:
+            op()
+    return g.forbidden
+
+
+@pytest.mark.parametrize("N", [1, 5, 40, 77, 130])
+@pytest.mark.parametrize("D", [16, 128])
+def test_guard_allows_what_honest_solutions_allocate(N, D):
+    q, k, v = autograder.Case("g", 2, 4, 2, N, D).make_inputs()
+    honest = [lambda: torch.empty_like(q),                                   # the output
+              lambda: torch.empty(2, N, 4, D).transpose(1, 2),               # the output, [B, N, H, D]
+              lambda: torch.empty(2, 4, N, dtype=torch.float32),             # lse, m_i, l_i
+              lambda: F.pad(q, (0, 0, 0, -N % 128)),                         # padded to whole tiles
+              lambda: k.repeat_interleave(2, dim=1).contiguous(),            # GQA: K/V per query head
+              lambda: q.float(), lambda: q.contiguous(), lambda: torch.arange(N)]
+    assert _guarded(True, q, k, v, honest) == []
+
+
+@pytest.mark.parametrize("N", [77, 130])
+def test_guard_allows_problem1_tiles(N):
+    q, k, v = autograder.Case("g", 1, 2, 2, N, 16).make_inputs()
+    qt, kt = q[:, :, :64].float(), k[:, :, :64].float()
+    tile = [lambda: qt @ kt.transpose(-1, -2),                                  # [B, H, 64, 64] scores
+            lambda: torch.exp(qt @ kt.transpose(-1, -2)),
+            lambda: torch.arange(64)[:, None] <= torch.arange(64)[None, :],     # the tile's mask
+            lambda: F.pad(q, (0, 0, 0, -N % 64))]
+    assert _guarded(False, q, k, v, tile) == []
+
+
+@pytest.mark.parametrize("triton_problem", [True, False])
+@pytest.mark.parametrize("make", [
+    lambda q, k: q[:, :, :, None, :] * k[:, :, None, :, :],                    # [B, H, N, N, D]
+    lambda q, k: torch.zeros(q.shape[0], q.shape[1], q.shape[2], q.shape[2]),   # [B, H, N, N], any op
+    lambda q, k: (q[:, :, :, None, 0] - k[:, :, None, :, 0]).exp(),             # [B, H, N, N] elementwise
+    lambda q, k: torch.ones(q.shape[2], q.shape[2], dtype=torch.bool).repeat(q.shape[0] * q.shape[1], 1, 1),
+])
+def test_guard_refuses_score_sized_tensors(triton_problem, make):
+    q, k, v = autograder.Case("g", 1, 2, 2, 130, 16, dtype=torch.float32).make_inputs()
+    forbidden = _guarded(triton_problem, q, k, v, [lambda: make(q, k)])
+    assert forbidden and forbidden[0][1].endswith("the full score matrix"), forbidden
+
+
+def test_extreme_logit_rows():
+    """low_score rows score far below exp's range against every key: the honest reference solution
+    passes, a running max started at 0 gives 0/0 there and the hint says why."""
+    case = autograder.Case("basic", 1, 2, 2, 40, 16, seed=3, low_score=400.0)
+    q, k, _ = case.make_inputs()
+    best = ((q.double() @ k.double().transpose(-1, -2)) / 4).amax(-1)
+    assert (best[..., 1::3] < -390).all() and (best[..., 0::3] > -50).all()
+    sol1 = importlib.import_module("solutions.p1_pytorch_flash_attention").flash_attention_forward
+    autograder.check(1, sol1, cases=[case], verbose=False)
+
+    def m_i_zero(q, k, v, **kw):
+        o, lse = sol1(q, k, v, **kw)
+        o[:, :, 1::3] = float("nan")               # what exp(s - 0) = 0 for every key gives: 0 / 0
+        return o, lse
+    with pytest.raises(AssertionError, match="m_i must start at -inf"):
+        autograder.check(1, m_i_zero, cases=[case], verbose=False)
+    with pytest.raises(ValueError, match="low_score"):
+        autograder.Case("basic", 1, 1, 1, 8, 16, low_score=1e6)
 
 
 def test_stub_reports_not_implemented():

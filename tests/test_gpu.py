@@ -28,6 +28,25 @@ def test_reference_solutions_pass_full_size_cases(problem):
     assert any(c.N >= 2048 and c.D == 128 for c in autograder.visible_cases(problem))
 
 
+@pytest.mark.parametrize("problem", [1, 3, 4, 5, 6, 7])
+def test_more_than_65535_batch_heads(problem):
+    """CUDA allows 65535 programs on grid axes 1 and 2 ("invalid argument" past that), 2^31 - 1 on
+    axis 0: the (batch, head) pairs go on axis 0. Tiny N and D keep it fast."""
+    hq = 65540
+    mask = dict(is_causal=problem != 3, window_size=4 if problem >= 6 else None,
+                sink_size=2 if problem == 7 else None)
+    case = autograder.Case("heads", 1, hq, hq // 4 if problem >= 5 else hq, 16, 16, seed=7, **mask)
+    summary = autograder.check(problem, bench.reference_solution(problem), cases=[case], verbose=False)
+    assert summary.passed == 1
+
+
+def test_problem2_copy_more_than_65535_batch_heads():
+    sol = importlib.import_module("solutions.p2_triton_basics")
+    x = torch.randn(2, 16, 32770, 16, device="cuda", dtype=torch.float16).transpose(1, 2)   # B * H = 65540
+    out = sol.copy_bhnd(x)
+    assert out.is_contiguous() and torch.equal(out, x)
+
+
 def test_problem2_solutions():
     from autograder import triton_basics
     triton_basics.check_all(importlib.import_module("solutions.p2_triton_basics"), verbose=False)

@@ -167,6 +167,27 @@ def test_tile_skipping_refuses_wrong_outputs():
         algorithm.check_tile_skipping(mutants.build(bad).flash_attention_forward, 6, verbose=False)
 
 
+@pytest.mark.parametrize("problem", [6, 7])
+def test_tile_skipping_checks_the_gqa_head_mapping(problem):
+    """The counts run one head, where any K/V head mapping is right: the gate checks GQA first."""
+    src = mutants.solution_source(mutants.SLUGS[problem])
+    assert src.count("kv_h = h // GROUP") == 1
+    fn = mutants.load_module(f"gqa_modulo_{problem}", src.replace(
+        "kv_h = h // GROUP", "kv_h = h % (N_Q_HEADS // GROUP)")).flash_attention_forward
+    with pytest.raises(AssertionError, match=r"(?s)tile skipping is graded on a correct kernel.*h // \(Hq // Hkv\)"):
+        algorithm.check_tile_skipping(fn, problem, verbose=False)
+
+
+@pytest.mark.parametrize("problem", [4, 6, 7])
+def test_tile_skipping_on_the_release_stub_says_not_implemented(problem):
+    fn = mutants.release_stub(problem).flash_attention_forward
+    with pytest.raises(autograder.NotImplementedYet) as info:
+        algorithm.check_tile_skipping(fn, problem, verbose=False)
+    shown = info.value._render_traceback_()          # what Jupyter prints instead of the traceback
+    assert len(shown) == 1 and "\n" not in shown[0] and len(shown[0]) < 200, shown
+    assert f"Problem {problem} is not implemented yet" in shown[0]
+
+
 def test_needed_tiles_counts():
     # causal, N = 64, 32 x 16 tiles: query tile 0 sees key tiles 0-1, query tile 1 sees 0-3
     assert algorithm.needed_tiles(64, 32, 16, is_causal=True) == (6, 4)

@@ -252,6 +252,7 @@ autograder.check(1, flash_attention_forward, cases=[
     Case("hidden", 2, 3, 3, 2, 16, seed=61), Case("hidden", 1, 2, 2, 3, 32, is_causal=True, dtype=_f32, seed=62),
     Case("hidden", 1, 4, 2, 65 if not _big else 1031, 64, seed=63),
     Case("hidden", 1, 8, 2, 70 if not _big else 999, 16, is_causal=True, window_size=9, sink_size=3, seed=64),
+    Case("hidden", 1, 2, 2, 70 if not _big else 700, 16, is_causal=True, window_size=9, seed=70, low_score=250.0),
 ])
 autograder.check(1, functools.partial(flash_attention_forward, block_m=16, block_n=32), cases=[
     Case("hidden", 1, 2, 2, 100 if not _big else 1000, 16, seed=65, spread=4.0),

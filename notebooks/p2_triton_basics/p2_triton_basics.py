@@ -18,7 +18,7 @@
 # |---|---|---|
 # | **2a** `y = a * x + b` | a whole (tiny) kernel | program ids, offsets, a mask for the last tile, strides |
 # | **2b** row log-sum-exp of `[M, N]` | the loop body of a tiled reduction | 2-D tiles, `other=-inf`, the running max `m_i` and sum `l_i` of online softmax |
-# | **2c** copy `[B, H, N, D]` with any strides | the pointer arithmetic | a 2-D grid over (row tiles, batch x head), base offsets from strides |
+# | **2c** copy `[B, H, N, D]` with any strides | the pointer arithmetic | a 2-D grid over (batch x head, row tiles), base offsets from strides |
 #
 # Each exercise has a kernel to complete (cells marked `# YOUR CODE HERE`), a wrapper that is
 # given (it allocates the output and launches the kernel), and checks with points.
@@ -256,15 +256,16 @@ triton_basics.check_2b(functools.partial(row_logsumexp, BLOCK_M=8, BLOCK_N=16), 
 # first would cost as much memory traffic as the attention itself. Problem 3 reads such tensors
 # tile by tile; here you copy one into a contiguous output with exactly that pointer arithmetic.
 #
-# The grid is 2-D: axis 0 walks the rows of one head in tiles of `BLOCK_N`, axis 1 enumerates
-# the `B * H` (batch, head) pairs.
+# The grid is 2-D: axis 0 enumerates the `B * H` (batch, head) pairs, axis 1 walks the rows of
+# one head in tiles of `BLOCK_N`. (Why this order: CUDA allows 2^31 - 1 programs on axis 0 but
+# only 65535 on axes 1 and 2, and `B * H` can pass 65535 where `cdiv(N, BLOCK_N)` does not.)
 #
 # ```
-# grid = (cdiv(N, BLOCK_N), B * H)
+# grid = (B * H, cdiv(N, BLOCK_N))
 #
-#            off_bh = 0      1      2     ...   B*H-1         off_bh = program_id(1)
+#            off_bh = 0      1      2     ...   B*H-1         off_bh = program_id(0)
 #            (b=0,h=0) (b=0,h=1) (b=0,h=2)                   b = off_bh // H,  h = off_bh % H
-# pid_n = 0  [rows 0 .. BLOCK_N-1      ]  x [D]
+# pid_n = 0  [rows 0 .. BLOCK_N-1      ]  x [D]              pid_n = program_id(1)
 # pid_n = 1  [rows BLOCK_N .. 2BLOCK_N-1]
 # pid_n = 2  [rows ... N-1  | masked   ]                    mask = offs_n[:, None] < N
 # ```
@@ -289,8 +290,8 @@ def copy_bhnd_kernel(X_ptr, O_ptr, N, H,
                      stride_xb, stride_xh, stride_xn, stride_xd,
                      stride_ob, stride_oh, stride_on, stride_od,
                      HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_n = tl.program_id(0)        # which tile of BLOCK_N rows
-    off_bh = tl.program_id(1)       # which (batch, head) pair
+    off_bh = tl.program_id(0)       # which (batch, head) pair
+    pid_n = tl.program_id(1)        # which tile of BLOCK_N rows
     ### BEGIN SOLUTION
     b = off_bh // H
     h = off_bh % H
@@ -313,7 +314,7 @@ def copy_bhnd(x, BLOCK_N=32):
     if D < 1 or D & (D - 1):
         raise ValueError(f"head dim D must be a power of two (tl.arange needs one), got {D}")
     out = torch.empty(B, H, N, D, dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(N, BLOCK_N), B * H)
+    grid = (B * H, triton.cdiv(N, BLOCK_N))
     copy_bhnd_kernel[grid](x, out, N, H, *x.stride(), *out.stride(), HEAD_DIM=D, BLOCK_N=BLOCK_N)
     return out
 
@@ -369,6 +370,7 @@ else:
 #   `exp(m_i - m_new)` when the max grows, loads out-of-bounds values as `-inf`, and guards the
 #   `-inf - (-inf)` of rows that have seen nothing yet.
 #
-# Problem 3 combines all three: the grid and pointers of 2c for `Q`, `K`, `V` and `O`, the loop of
+# Problem 3 combines all three: the grid (flattened to one axis, query tiles the fast index) and
+# pointers of 2c for `Q`, `K`, `V` and `O`, the loop of
 # 2b over key tiles, where each tile's scores come from `tl.dot(q, tl.trans(k))`, plus one more
 # running quantity, the output accumulator `acc`, rescaled by the same factor as `l_i`.

@@ -94,7 +94,7 @@ show_tile_schedule(96, 32, 16, is_causal=True)
 # a sequence cost many times more than the first. A GPU runs a launch in waves, starting
 # programs roughly in increasing program id as earlier ones finish. If the heaviest programs
 # start last, the launch ends with a few long programs on an otherwise idle GPU. Reversing the
-# order (`pid_m = num_programs - 1 - program_id`) starts the heavy tiles first and leaves the
+# order within each head (`pid_m = n_m - 1 - program_id % n_m`) starts the heavy tiles first and leaves the
 # light ones to fill the gaps at the end: the classic "longest job first" rule for scheduling
 # jobs on parallel machines. It costs one subtraction and changes no result. Measured with this
 # kernel on an H100 (bf16, 16 heads, D = 128): at B = 1, N = 16384, where the heaviest program
@@ -185,8 +185,9 @@ def _flash_attention_fwd(
     IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # heavy query tiles first: with a causal mask, late tiles visit the most key tiles
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)
+    pid_m = n_m - 1 - tl.program_id(0) % n_m              # heavy tiles first
+    pid_bh = tl.program_id(0) // n_m
     b = pid_bh // N_HEADS
     h = pid_bh % N_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -251,7 +252,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
         raise ValueError(f"q has {H} heads and k/v have {H_kv}: grouped-query attention is Problem 5")
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, causal=is_causal)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]), B * H)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * H,)
     qk_scale = 1.0 / math.sqrt(D) * LOG2E
     _flash_attention_fwd[grid](
         q, k, v, o,
@@ -295,6 +296,7 @@ _cases = [
     autograder.Case("basic", 1, 2, 2, 96, 16, dtype=_f32, seed=142, is_causal=True),
     autograder.Case("basic", 1, 1, 1, 32, 16, seed=143, spread=4.0, is_causal=True),     # one query tile
     autograder.Case("full", 1, 1, 1, 45, 32, seed=144, spread=4.0, is_causal=False),
+    autograder.Case("basic", 1, 2, 2, 70, 16, seed=145, low_score=250.0, is_causal=True),  # 0/0 with m_i = 0
 ]
 if autograder.TIER == "gpu":   # sizes around multiples of the GPU tiles (BLOCK_M = 128, BLOCK_N = 64)
     _cases += [
