@@ -24,7 +24,7 @@ pytest.importorskip("nbgrader")
 
 REPO = Path(__file__).resolve().parent.parent
 GRADE = [sys.executable, str(REPO / "tools" / "grade.py")]
-P2, P3 = "p2_triton_basics", "p3_flash_attention_forward"
+P2, P3, P7 = "p2_triton_basics", "p3_flash_attention_forward", "p7_attention_sinks"
 P3_POINTS = {"p3_basic": 3, "p3_ragged": 3, "p3_layout": 2, "p3_headdim": 2}
 
 pytestmark = pytest.mark.slow
@@ -241,6 +241,19 @@ subprocess.Popen(["setsid", "sh", "-c", "while true; do date +%s%N > beat.txt; t
                   "sleep 0.2; done"], start_new_session=True)
 '''
 
+BROADCAST = r'''
+@triton.jit
+def _noop(X):
+    pass
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    _noop[(1,)](q)
+    s = (q[:, :, :, None, :].float() * k[:, :, None, :, :].float()).sum(-1) / q.shape[-1] ** 0.5
+    p = (s - s.amax(-1, keepdim=True)).exp()
+    return ((p / p.sum(-1, keepdim=True))[..., None] * v[:, :, None, :, :].float()).sum(-2).to(q.dtype)
+'''
+
 LEAKER = "print('\\n'.join(In))   # the kernel's history holds the hidden tests it ran"
 
 
@@ -277,6 +290,13 @@ def test_hostile_submissions(tmp_path):
     thief = release(course, P3)                         # stubs left, the answers taken from the repo
     thief.cells.insert(index_of(thief, "p3_kernel") + 1, nbformat.v4.new_code_cell(THIEF.format(**fmt)))
     submit(course, "thief", P3, thief)
+    # the full score matrix without a matmul (broadcast multiply-sum, softmax by hand) and one no-op launch
+    broadcast = solved(course, P3)
+    broadcast.cells.insert(index_of(broadcast, "p3_kernel") + 3, nbformat.v4.new_code_cell(BROADCAST))
+    submit(course, "broadcast", P3, broadcast)
+    # a wrong head mapping: every graded cell of Problem 7 fails, tile skipping included
+    submit(course, "gqa_wrong", P7, solved(course, P7, p7_kernel=[("kv_h = h // GROUP", "kv_h = h % (N_Q_HEADS // GROUP)")]))
+    submit(course, "empty", P7, release(course, P7))
     vandal = solved(course, P3)
     vandal.cells.insert(index_of(vandal, "p3_kernel") + 1, nbformat.v4.new_code_cell(VANDAL.format(**fmt)))
     vandal.cells.append(nbformat.v4.new_code_cell(LEAKER))
@@ -300,6 +320,13 @@ def test_hostile_submissions(tmp_path):
     assert s[("ref", P3)] == full and s[("vandal", P3)] == full
     for slug in slugs:
         assert sum(s[("ref", slug)].values()) == 10, (slug, s[("ref", slug)])
+    assert sum(s[("broadcast", P3)].values()) == 0
+    res = json.loads((course / "results" / "broadcast" / f"{P3}.json").read_text())
+    assert "the full score matrix" in res["cells"]["p3_basic"]["why"], res["cells"]["p3_basic"]
+    assert sum(s[("gqa_wrong", P7)].values()) == 0 and sum(s[("empty", P7)].values()) == 0
+    res = json.loads((course / "results" / "empty" / f"{P7}.json").read_text())
+    why = res["cells"]["p7_skipping"]["why"]
+    assert "not implemented yet" in why and len(why) < 300, why
     # replaced checks passed in the kernel (8 and 10 of 10) but not in the grader's replay
     for student in ("patcher", "patcher2"):
         assert s[(student, P3)] == {k: 0.0 for k in P3_POINTS}, student
