@@ -323,7 +323,9 @@ def test_hostile_submissions(tmp_path):
     assert sum(s[("broadcast", P3)].values()) == 0
     res = json.loads((course / "results" / "broadcast" / f"{P3}.json").read_text())
     assert "the full score matrix" in res["cells"]["p3_basic"]["why"], res["cells"]["p3_basic"]
-    assert sum(s[("gqa_wrong", P7)].values()) == 0 and sum(s[("empty", P7)].values()) == 0
+    # the wrong mapping is right wherever Hq == Hkv (basic, ragged, headdim); the head cells and tile skipping fail
+    assert s[("gqa_wrong", P7)]["p7_gqa"] == 0 and s[("gqa_wrong", P7)]["p7_skipping"] == 0, s[("gqa_wrong", P7)]
+    assert sum(s[("empty", P7)].values()) == 0
     res = json.loads((course / "results" / "empty" / f"{P7}.json").read_text())
     why = res["cells"]["p7_skipping"]["why"]
     assert "not implemented yet" in why and len(why) < 300, why
@@ -358,7 +360,7 @@ def test_hostile_submissions(tmp_path):
     with sqlite3.connect(course / "gradebook.db") as con:
         con.execute("update grade set manual_score = 0")
     summary = grade(course, "summary")
-    assert re.search(r"thief\s+0/10", summary) and "changed after grading" in summary, summary
+    assert re.search(r"thief[\s-]+0/10", summary) and "changed after grading" in summary, summary
     assert re.search(r"ref" + r"\s+10/10" * len(slugs), summary), summary     # the gradebook edit is not used
     assert "gradebook differs" in summary
     # --force grades again from scratch: the manual scores written into the gradebook are gone
@@ -366,7 +368,8 @@ def test_hostile_submissions(tmp_path):
     with sqlite3.connect(course / "gradebook.db") as con:
         ref_manual = con.execute("select g.manual_score from grade g join submitted_notebook n on g.notebook_id = n.id "
                                  "join submitted_assignment a on n.assignment_id = a.id "
-                                 "where a.student_id = 'ref'").fetchall()
+                                 "join assignment t on a.assignment_id = t.id "
+                                 "where a.student_id = 'ref' and t.name = ?", (P3,)).fetchall()
     assert ref_manual and all(m == (None,) for m in ref_manual), ref_manual
 
     # a changed submission is graded again without --force, an unchanged one is not
