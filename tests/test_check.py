@@ -56,7 +56,7 @@ def test_problem1_refuses_full_score_matrices():
     def full_scores(q, k, v, is_causal=False, **kw):
         s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
         if is_causal:
-            s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -math.inf)
+            s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
         lse = torch.logsumexp(s, -1)
         return (torch.exp(s - lse[..., None]) @ v.float()).to(q.dtype), lse
     fails(1, full_scores, "cheating detected", "score matrix")
