@@ -143,6 +143,26 @@ def test_message_names_the_mistake(results, mutant):
                          f"{missing}:\n{msg}")
 
 
+@cpu_tier
+@pytest.mark.parametrize("mutant", [m for m in GRADED if m.cell], ids=lambda m: m.name)
+def test_caught_by_its_cell(results, mutant):
+    """Some mistakes must cost the points of an early cell, not only of a later family."""
+    r = results[mutant.name]
+    assert r["visible_cell"] == mutant.cell, (f"{mutant.name} caught by {r['visible_cell'] or 'no visible cell'}, "
+                                              f"expected {mutant.cell}:\n{r['visible_msg']}")
+
+
+@cpu_tier
+def test_problem1_messages_speak_pytorch(results):
+    """Problem 1 is written in PyTorch: its hints never name Triton's exp2, m_ij, tl.* or strides."""
+    for m in GRADED:
+        if m.problem == 1:
+            r = results[m.name]
+            msg = r["visible_msg"] if r["visible"] else r["hidden_msg"]
+            found = [w for w in ("exp2", "m_ij", "qk_scale", "tl.", "stride", "grid") if w in msg]
+            assert not found, f"{m.name}: Triton words {found} in a Problem 1 message:\n{msg}"
+
+
 # ---------------------------------------------------------------------------------------------
 # the algorithm: tile skipping (autograder.algorithm)
 
