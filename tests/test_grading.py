@@ -207,5 +207,6 @@ def test_grading_end_to_end(tmp_path):
     fb = (course / "feedback" / "bug" / P3 / f"{P3}.html").read_text()
     assert "seed=121" not in fb and "BEGIN HIDDEN" not in fb
     text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", fb)).split())
-    assert "padded (cpu tier)" in text and 'autograder.check(3, flash_attention_forward, family="layout")' in text
+    # the tier is the grading machine's: the case line says which ran
+    assert re.search(r"padded \((cpu|gpu) tier\)", text) and 'autograder.check(3, flash_attention_forward, family="layout")' in text
     assert (course / "grades.csv").read_text().count(P3) >= 7
