@@ -79,6 +79,7 @@ def results(request):
     ctx = multiprocessing.get_context("spawn")
     # The fixture runs for minutes with no test finishing: say how far it got (outside -q's capture).
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     t0 = time.perf_counter()
     with cf.ProcessPoolExecutor(max_workers=2, mp_context=ctx, initializer=_init_worker,
                                 initargs=(paths,)) as pool:
@@ -87,9 +88,11 @@ def results(request):
         out = {}
         for done, future in enumerate(cf.as_completed(futures), 1):
             out[futures[future]] = future.result()
-            if terminal and (done % 10 == 0 or done == len(names)):
-                terminal.write_line(f"  kill rate: {done}/{len(names)} mutants graded "
-                                    f"({time.perf_counter() - t0:.0f} s)")
+            if terminal and capture and (done % 10 == 0 or done == len(names)):
+                with capture.global_and_fixture_disabled():
+                    terminal.ensure_newline()
+                    terminal.write_line(f"  kill rate: {done}/{len(names)} mutants graded "
+                                        f"({time.perf_counter() - t0:.0f} s)")
     table, _, _ = _table(out)
     print("\n" + table)
     return out
