@@ -159,6 +159,10 @@ def _attention_cases(problem: int, tier: str):
         # PyTorch problem: also check the non-causal path (Problem 3 builds on it)
         cases += [dataclasses.replace(c, family="full", is_causal=False, seed=c.seed + 100)
                   for c in cases if c.family in ("basic", "ragged")][:3]
+        # more keys than the default block_n = 64: with one key tile, an update that never rescales
+        # acc (or l_i) still gives the right answer, and the basic cell would pass it
+        cases.insert(2, _c("basic", 1, 2, 2, 200 if tier == "cpu" else 1000, 16 if tier == "cpu" else 64,
+                           seed=204, spread=2.0, **ck))
     if problem >= 6:
         cases += _window_cases(tier)
     if problem == 7:

@@ -165,39 +165,48 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
             _fail(case, problem, f"your function modified its input {name}: compute into a new output tensor.")
 
     atol, rtol = TOLERANCES[case.resolved_dtype]
+    pytorch = problem == 1          # Problem 1 is PyTorch: hints in torch's words, no grid or strides
     got = out.double()
     unwritten = got == torch.tensor(POISON, dtype=out.dtype).double()
     if unwritten.any():
         rows = unwritten.all(-1)
-        where, hints = locate(unwritten, out.shape)
-        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).",
-              hints or ["every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
-                        "store with mask offs_m < N, not a smaller bound."])
+        where, hints = locate(unwritten, out.shape, pytorch)
+        default = ("the given code writes rows start_m .. start_m + rows of o: keep it." if pytorch else
+                   "every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
+                   "store with mask offs_m < N, not a smaller bound.")
+        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default])
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)
-        where, hints = locate(nonfinite, out.shape)
+        where, hints = locate(nonfinite, out.shape, pytorch)
         diagnosis = nan_hypotheses(q, k, v, out, case, atol, rtol)
         if diagnosis:
             hints = [diagnosis] + hints
         _fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
-              hints + ["NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
+              hints + ["NaN usually comes from torch.exp(-inf - (-inf)): a row that sees no key in a tile "
+                       "keeps its running max m_i = -inf, so subtract m_safe = torch.where(m_new == -inf, 0, "
+                       "m_new) (and keep m_i = m_new); or from 0/0 when l_i stays 0." if pytorch else
+                       "NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
                        "key in a tile keeps its running max m_i = -inf; or from 0/0 when l stays 0; or from "
                        "loading out of bounds without other=0.0 / a mask."])
     err = (got - expected).abs()
     bad = err > atol + rtol * expected.abs()
     if bad.any():
-        where, hints = locate(bad, out.shape)
+        where, hints = locate(bad, out.shape, pytorch)
         b, h, i, d = bad.nonzero()[0].tolist()
         msg = (f"{int(bad.sum())} of {bad.numel()} elements differ from the reference "
                f"(max |err| {err.max().item():.3g}, tolerance {atol:g} + {rtol:g}*|ref|) at {where}. "
                f"First: out[{b}, {h}, {i}, {d}] = {got[b, h, i, d].item():.5g}, "
                f"expected {expected[b, h, i, d].item():.5g}.")
-        diagnosis = whole_output_hypotheses(q, k, v, out, case, atol, rtol)
-        diag_hints = [diagnosis] if diagnosis else mask_flips(q, k, v, out, case, atol, rtol)
-        if not diag_hints and case.layout != "contiguous":
-            diag_hints = [f"this case's q, k, v are strided views ({case.layout} layout): address every "
-                          "element with its tensor's own strides (stride_kn, stride_kd, ...), never N * D, "
-                          "HEAD_DIM or a stride of 1."]
+        diagnosis = whole_output_hypotheses(q, k, v, out, case, atol, rtol, pytorch)
+        diag_hints = [diagnosis] if diagnosis else mask_flips(q, k, v, out, case, atol, rtol, pytorch=pytorch)
+        if diag_hints:
+            # a named mistake explains the rows; "only the last rows" would point at the grid instead
+            hints = [h for h in hints if not h.startswith("only the last rows")]
+        elif case.layout != "contiguous":
+            diag_hints = [_layout_hint(problem, fn, case, q, k, v, atol, rtol)]
+        elif not pytorch:
+            diag_hints = ["no single key or key tile explains the wrong rows: check the loop bounds (which "
+                          "key tiles each query tile visits, in each phase) and the mask."]
         _fail(case, problem, msg, diag_hints + hints)
     if lse is not None:
         la, lr = LSE_TOLERANCES[case.resolved_dtype]
@@ -207,10 +216,35 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
             b, h, i = (diff == diff.max()).nonzero()[0].tolist()
             hint = ""
             if torch.allclose(lse, expected_lse / torch.log(torch.tensor(2.0, dtype=torch.float64)), atol=la, rtol=lr):
-                hint = " It matches log2-sum-exp2: return the natural log (multiply by ln 2)."
+                hint = " It matches the log-sum-exp in base 2: return the natural log (multiply by ln 2)."
             _fail(case, problem, f"O is right but lse is off (max |err| {diff.max().item():.3g} at batch {b}, "
                                  f"head {h}, row {i}): lse = m_i + log(l_i), natural log, of the scaled scores.{hint}")
     return CaseResult(case, float(err.max()) if err.numel() else 0.0, seconds, len(guard.launches))
+
+
+def _layout_hint(problem, fn, case, q, k, v, atol, rtol):
+    """A failure on strided inputs: blame the strides only when contiguous copies of the same inputs
+    pass; otherwise the mistake is elsewhere (loop bounds, mask) and this case merely showed it first."""
+    qc, kc, vc = (t.contiguous() for t in (q, k, v))
+    try:
+        out, _, _ = _call(problem, fn, case, qc, kc, vc)
+        out = out[0] if problem == 1 else out
+        expected = reference_attention(qc, kc, vc, **case.mask_kwargs())
+        contiguous_ok = (out.double() - expected).abs().le(atol + rtol * expected.abs()).all().item()
+    except Exception:   # noqa: BLE001 - the student's code failing on contiguous inputs is an answer too
+        contiguous_ok = False
+    if not contiguous_ok:
+        return ("the output is wrong for contiguous copies of these inputs too, so the strides are not "
+                "(only) to blame: " + ("check the mask and the online-softmax update." if problem == 1 else
+                                       "check the loop bounds (which key tiles each query tile visits) "
+                                       "and the mask."))
+    if problem == 1:
+        return (f"this case's q, k, v are non-contiguous views ({case.layout} layout) and contiguous copies "
+                "pass: use operations that work on any memory layout (slicing, @, F.pad), not .view() or "
+                "storage offsets.")
+    return (f"this case's q, k, v are strided views ({case.layout} layout) and contiguous copies pass: address "
+            "every element with its tensor's own strides (stride_kn, stride_kd, ...), never N * D, HEAD_DIM "
+            "or a stride of 1.")
 
 
 def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True) -> CheckSummary:

@@ -30,18 +30,30 @@ def _matches(out, alt, atol, rtol):
     return bool(torch.isfinite(out).all()) and torch.allclose(out, alt.to(out.dtype), atol=atol, rtol=rtol)
 
 
-def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
-    """Return a sentence naming the mistake if the output equals a known wrong attention."""
+def whole_output_hypotheses(q, k, v, out, case, atol, rtol, pytorch=False):
+    """Return a sentence naming the mistake if the output equals a known wrong attention.
+
+    pytorch: the student writes PyTorch (Problem 1), so hints name torch operations, not Triton's."""
     D = q.shape[-1]
     scale = 1 / math.sqrt(D)
     out = out.double()
+    if pytorch:
+        scale_hints = ("the output is attention WITHOUT the 1/sqrt(D) scale: multiply the scores by "
+                       "sm_scale (s = q_tile @ k_tile.transpose(-1, -2) * sm_scale).",
+                       "the scores went through torch.exp2 without the log2(e) factor: use torch.exp.",
+                       "the scores are multiplied by log2(e) but go through torch.exp: drop the log2(e) "
+                       "factor (s * sm_scale, then torch.exp).")
+    else:
+        scale_hints = ("the output is attention WITHOUT the 1/sqrt(D) scale: multiply the scores "
+                       "by sm_scale (qk_scale = sm_scale * log2(e) when you use exp2).",
+                       "scores went through exp2 without the log2(e) factor: "
+                       "fold it into the scale (qk_scale = sm_scale * 1.44269504).",
+                       "the log2(e) factor is applied but exp (not exp2) is used: use "
+                       "tl.exp2 with qk_scale, or tl.exp with sm_scale, not a mix.")
     hyps = [
-        (dict(scale=1.0), "the output is attention WITHOUT the 1/sqrt(D) scale: multiply the scores "
-                          "by sm_scale (qk_scale = sm_scale * log2(e) when you use exp2)."),
-        (dict(scale=scale * math.log(2)), "scores went through exp2 without the log2(e) factor: "
-                                          "fold it into the scale (qk_scale = sm_scale * 1.44269504)."),
-        (dict(scale=scale * LOG2E), "the log2(e) factor is applied but exp (not exp2) is used: use "
-                                    "tl.exp2 with qk_scale, or tl.exp with sm_scale, not a mix."),
+        (dict(scale=1.0), scale_hints[0]),
+        (dict(scale=scale * math.log(2)), scale_hints[1]),
+        (dict(scale=scale * LOG2E), scale_hints[2]),
         (dict(scale=1 / D), "the scale is 1/D; attention scales scores by 1/sqrt(D)."),
     ]
     if case.is_causal:
@@ -63,6 +75,9 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
             alt = _ref(q, k, v, case, **kw)
         if _matches(out, alt, atol, rtol):
             return why
+    if case.is_causal and _tile_local_mask(q, k, v, out, case, atol, rtol):
+        return ("the mask compares indices inside the tile (0 .. BLOCK - 1), not positions in the sequence: "
+                "give the mask offs_m = start_m + arange(BLOCK_M) and offs_n = start_n + arange(BLOCK_N).")
     # GQA: the wrong K/V head for a query head
     Hq, Hkv = q.shape[1], k.shape[1]
     if Hq != Hkv:
@@ -81,7 +96,8 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
     if _matches(out, o_ref * torch.exp(lse)[..., None], atol, rtol) or \
             _matches(out / out.abs().amax().clamp(min=1e-30), (o_ref * torch.exp(lse)[..., None]) /
                      (o_ref * torch.exp(lse)[..., None]).abs().amax(), 1e-2, 1e-2):
-        return "the output was never divided by l_i (the softmax denominator): finish with acc / l_i[:, None]."
+        return ("the output was never divided by l_i (the softmax denominator): finish with "
+                + ("acc / l_i[..., None]." if pytorch else "acc / l_i[:, None]."))
     if not case.is_causal:
         # keys past N (the zero padding of the last key tile: k = 0, v = 0, score 0) left visible
         N = q.shape[2]
@@ -90,23 +106,29 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol):
             if pad and _matches(out, o_ref * (torch.exp(lse) / (torch.exp(lse) + pad))[..., None], atol, rtol):
                 return (f"the {pad} key(s) past N in the last key tile take part in the softmax (score 0, "
                         f"weight exp(0 - m)): give keys past N a score of -inf, e.g. "
-                        f"tl.where(offs_n[None, :] < N, qk, float('-inf')) in Triton, "
-                        f"torch.where(offs_n[None, :] < N, s, float('-inf')) in PyTorch.")
+                        + ("s.masked_fill(~(offs_n < N)[None, :], float('-inf'))." if pytorch else
+                           "tl.where(offs_n[None, :] < N, qk, float('-inf'))."))
     wrong_rows = ~torch.isclose(out, o_ref, atol=atol, rtol=rtol).all(-1)
-    return underflow_hypothesis(q, k, wrong_rows, case) or online_softmax_hypotheses(q, k, v, out, case, atol, rtol)
+    return underflow_hypothesis(q, k, wrong_rows, case) or \
+        online_softmax_hypotheses(q, k, v, out, case, atol, rtol, pytorch)
 
 
 # Mistakes in the online softmax update: the output equals a blockwise computation, over key tiles
-# of BLOCK_N keys in ascending order, with one step of the update done wrong.
+# of BLOCK_N keys in ascending order, with one step of the update done wrong. The words follow the
+# notebooks: Problem 1 writes m_new and torch.exp, the Triton problems m_ij and exp2.
+_UPDATE_WORDS = {
+    False: dict(m_new="m_ij", alpha="alpha = exp2(m_i - m_ij)", pv="p @ v", rows="[:, None]"),
+    True: dict(m_new="m_new", alpha="alpha = torch.exp(m_i - m_safe)", pv="p @ v_tile", rows="[..., None]"),
+}
 _ONLINE_MISTAKES = (
-    ("acc", "acc is not rescaled: when the running max grows from m_i to m_ij, multiply acc by "
-            "alpha = exp2(m_i - m_ij) before adding p @ v (right only while the max never changes)."),
-    ("l", "l_i is not rescaled: when the running max grows, multiply l_i by alpha = exp2(m_i - m_ij) "
+    ("acc", "acc is not rescaled: when the running max grows from m_i to {m_new}, multiply acc by "
+            "{alpha} before adding {pv} (right only while the max never changes)."),
+    ("l", "l_i is not rescaled: when the running max grows, multiply l_i by {alpha} "
           "before adding the row sums of p."),
-    ("both", "nothing is rescaled (alpha is always 1): compute alpha = exp2(m_i - m_ij) from the OLD m_i, "
-             "rescale acc and l_i by it, and only then set m_i = m_ij."),
+    ("both", "nothing is rescaled (alpha is always 1): compute {alpha} from the OLD m_i, "
+             "rescale acc and l_i by it, and only then set m_i = {m_new}."),
     ("divide", "acc is divided by l_i inside the loop, after every tile: keep acc unnormalised in the "
-               "loop and divide once, after the last tile (acc / l_i[:, None])."),
+               "loop and divide once, after the last tile (acc / l_i{rows})."),
 )
 
 
@@ -135,7 +157,7 @@ def _online_softmax(q, k, v, visible, block_n, mistake):
     return acc if mistake == "divide" else acc / torch.where(l > 0, l, 1.0)[..., None]
 
 
-def online_softmax_hypotheses(q, k, v, out, case, atol, rtol):
+def online_softmax_hypotheses(q, k, v, out, case, atol, rtol, pytorch=False):
     """A sentence when the output equals the online softmax with a known wrong update step."""
     from .tiles import attention_tiles
     N, D = q.shape[2], q.shape[-1]
@@ -154,8 +176,27 @@ def online_softmax_hypotheses(q, k, v, out, case, atol, rtol):
             break                      # one tile: every mistake of the update gives the right answer
         for mistake, why in _ONLINE_MISTAKES:
             if _matches(out, _online_softmax(q, k, v, visible, block_n, mistake), atol, rtol):
-                return why
+                return why.format(**_UPDATE_WORDS[pytorch])
     return None
+
+
+def _tile_local_mask(q, k, v, out, case, atol, rtol):
+    """True when the output is attention with the mask evaluated on tile-local indices
+    (i % BLOCK_M, j % BLOCK_N) for some tile sizes, the bounds j < N kept."""
+    N = q.shape[2]
+    if N > 512:
+        return False
+    mask_fn = attention_mask(**case.mask_kwargs())
+    idx = torch.arange(N, device=q.device)
+    out = out.double()
+    for bm in (8, 16, 32, 64, 128):
+        for bn in (8, 16, 32, 64, 128):
+            if bm >= N and bn >= N:
+                continue                 # one tile each way: local and global indices agree
+            vis = mask_fn((idx % bm)[:, None], (idx % bn)[None, :])
+            if vis.any(-1).all() and _matches(out, _masked_ref(q, k, v, vis), atol, rtol):
+                return True
+    return False
 
 
 def _noncausal_sinks(q, k, v, case):
@@ -192,10 +233,29 @@ def _fmt_ranges(idx):
     return s + (f", ... ({len(out)} ranges)" if len(out) > 6 else "")
 
 
-def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
+def _tile_run_hidden(l, o, cvw, cvwv, close, N, device):
+    """Two or more consecutive whole key tiles dropped (a loop bound off by several tiles): the
+    (start, end) keys of the first such run that explains the row, else None."""
+    for tile in (16, 32, 64, 128):
+        bounds = torch.cat([torch.arange(0, N, tile, device=device), torch.tensor([N], device=device)])
+        if len(bounds) < 4 or len(bounds) > 257:
+            continue
+        a, e = torch.triu_indices(len(bounds), len(bounds), offset=2, device=device)
+        dw = cvw[bounds[e]] - cvw[bounds[a]]
+        dwv = cvwv[bounds[e]] - cvwv[bounds[a]]
+        den = l - dw
+        hit = (close((l * o - dwv) / den.clamp(min=1e-300)[:, None]) & (dw > 0) & (den > 1e-12 * l)).nonzero()
+        if len(hit):
+            first = int(hit[0])
+            return int(bounds[a[first]]), int(bounds[e[first]])
+    return None
+
+
+def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64, pytorch=False):
     """For wrong rows, find a key or tile of keys whose visibility flip explains the row.
 
-    Returns a list of sentences (empty when nothing explains the error)."""
+    Returns a list of sentences (empty when nothing explains the error). pytorch: Problem 1, whose
+    loops are given, so a wrong tile points at the mask rather than at loop bounds."""
     B, Hq, N, D = q.shape
     group = Hq // k.shape[1]
     vis = dense_mask(attention_mask(**case.mask_kwargs()), N, device=q.device)   # [N, N]
@@ -280,6 +340,10 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
                     a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
                     found = ("twice", None, (a, e))
                     break
+            if found is None:
+                run = _tile_run_hidden(l, o, cvw, cvwv, close, N, q.device)
+                if run is not None:
+                    found = ("hidden_run", None, run)
         if found is None:
             unexplained += 1
             continue
@@ -317,10 +381,21 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64):
                             f"same tile. Clamp each phase's range so they do not overlap "
                             f"(e.g. full_hi >= full_lo, sink_hi <= lo).")
                 continue
-            msgs.append(f"{count} wrong row(s) match the reference with key tile {a}-{e - 1} {kind} "
-                        f"(e.g. batch {b}, head {h}, query row {i}): your kernel "
-                        + ("skips a key tile it must visit: check the loop bounds." if kind == "hidden"
-                           else "visits keys the mask rules out: check the loop bounds and the mask."))
+            example = f"(e.g. batch {b}, head {h}, query row {i})"
+            if pytorch:     # the loops are given: a whole tile wrong is the mask of that tile
+                msgs.append(f"{count} wrong row(s) match the reference with keys {a}-{e - 1} "
+                            f"{'hidden' if kind.startswith('hidden') else kind} {example}: check the mask of "
+                            f"that key tile: mask_fn takes positions in the sequence (offs_m, offs_n), not "
+                            f"in the tile, and only keys j >= N are out of bounds.")
+            elif kind == "hidden_run":
+                msgs.append(f"{count} wrong row(s) match the reference with keys {a}-{e - 1} hidden, "
+                            f"several whole key tiles {example}: your kernel skips key tiles it must "
+                            f"visit: check the loop bounds.")
+            else:
+                msgs.append(f"{count} wrong row(s) match the reference with key tile {a}-{e - 1} {kind} "
+                            f"{example}: your kernel "
+                            + ("skips a key tile it must visit: check the loop bounds." if kind == "hidden"
+                               else "visits keys the mask rules out: check the loop bounds and the mask."))
         else:
             j = i + off
             rel = "the diagonal key j = i" if off == 0 else f"key j = i {'+' if off > 0 else '-'} {abs(off)}"
@@ -369,8 +444,9 @@ def _mask_hint(case, kind, off, j):
     return ""
 
 
-def locate(bad: torch.Tensor, out_shape):
-    """Summarise where the wrong elements are: batches, heads, query rows."""
+def locate(bad: torch.Tensor, out_shape, pytorch=False):
+    """Summarise where the wrong elements are: batches, heads, query rows (hints in PyTorch's words
+    for Problem 1, whose given code does the indexing and the grid is a Python loop)."""
     idx = bad.nonzero()
     bs, hs, rows = idx[:, 0].unique().tolist(), idx[:, 1].unique().tolist(), idx[:, 2].unique().tolist()
     B, H, N, _ = out_shape
@@ -379,13 +455,18 @@ def locate(bad: torch.Tensor, out_shape):
              f"query rows {_fmt_ranges(rows)}" + (" (all)" if len(rows) == N else f" of {N}")]
     hints = []
     if len(bs) < B and bs and min(bs) > 0:
-        hints.append("only batches after the first are wrong: is the batch offset (b * stride_qb) applied?")
+        hints.append("only batches after the first are wrong: " +
+                     ("keep the batch dim in every tensor (no [0] indexing, no reshape that mixes batches)."
+                      if pytorch else "is the batch offset (b * stride_qb) applied?"))
     if len(hs) < H and hs and min(hs) > 0 and len(bs) == B:
-        hints.append("only some heads are wrong: check the head offsets and strides (and the K/V head for GQA).")
+        hints.append("only some heads are wrong: " +
+                     ("keep the head dim in every tensor (for GQA, query head h reads K/V head h // (Hq // Hkv))."
+                      if pytorch else "check the head offsets and strides (and the K/V head for GQA)."))
     suffix = rows and max(rows) == N - 1 and len(rows) == N - min(rows)
     if suffix and 0 < len(rows) <= N // 2:
-        hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: check the bounds masks and that "
-                     "the grid covers cdiv(N, BLOCK_M) query tiles.")
+        hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: " +
+                     ("check the bounds mask (keys j >= N of the padded last tile get -inf)." if pytorch else
+                      "check the bounds masks and that the grid covers cdiv(N, BLOCK_M) query tiles."))
     return ", ".join(parts), hints
 
 

@@ -46,18 +46,19 @@ class Mutant:
     description: str
     words: Tuple[str, ...]               # the failure message must contain all of them (case-insensitive)
     kind: str = "bug"                    # "bug", "cheat" or "slow"
+    cell: str = ""                       # when set: the visible graded cell that must catch it
 
     @property
     def slug(self):
         return SLUGS[self.problem]
 
 
-def M(name, problem, edits, description, words, kind="bug"):
+def M(name, problem, edits, description, words, kind="bug", cell=""):
     if isinstance(edits[0], str):
         edits = (edits,)
     if isinstance(words, str):
         words = (words,)
-    return Mutant(name, problem, tuple(tuple(e) for e in edits), description, tuple(words), kind)
+    return Mutant(name, problem, tuple(tuple(e) for e in edits), description, tuple(words), kind, cell)
 
 
 SDPA_CHEAT = ("    o = torch.empty_like(q)\n",
@@ -67,14 +68,19 @@ MUTANTS = [
     # ---------------------------------------------------------------- Problem 1 (PyTorch, blockwise)
     M("p1_acc_not_rescaled", 1,
       ("acc = acc * alpha[..., None] + p @ v_tile", "acc = acc + p @ v_tile"),
-      "acc is not multiplied by alpha when the running max grows", "rescale"),
+      "acc is not multiplied by alpha when the running max grows", ("acc is not rescaled", "torch.exp"),
+      cell="p1_basic"),
+    M("p1_l_not_rescaled", 1,
+      ("l_i = l_i * alpha + p.sum(-1)", "l_i = l_i + p.sum(-1)"),
+      "l_i is not multiplied by alpha when the running max grows", ("l_i is not rescaled", "torch.exp"),
+      cell="p1_basic"),
     M("p1_lse_log2", 1,
       ("lse_tile = m_i + torch.log(l_i)", "lse_tile = (m_i + torch.log(l_i)) * 1.4426950408889634"),
       "lse returned in log2 units (log2-sum-exp2) instead of the natural log", "natural log"),
     M("p1_tile_local_causal", 1,
       ("visible = mask_fn(offs_m[:, None], offs_n[None, :])",
        "visible = mask_fn(offs_m[:, None] - start_m, offs_n[None, :] - start_n)"),
-      "the causal mask compares indices inside the tile, not positions in the sequence", "visible"),
+      "the causal mask compares indices inside the tile, not positions in the sequence", "inside the tile"),
     M("p1_padded_keys_visible", 1,
       ("visible = mask_fn(offs_m[:, None], offs_n[None, :]) & (offs_n < N)[None, :]",
        "visible = mask_fn(offs_m[:, None], offs_n[None, :])"),
@@ -216,6 +222,13 @@ MUTANTS = [
       ("diag_lo = start_m // BLOCK_N * BLOCK_N", "diag_lo = start_m + BLOCK_N"),
       "phase 1 runs one tile past the query tile's first row: keys after the diagonal are seen unmasked",
       "check the loop bounds"),
+    M("p4_phase1_two_tiles_short", 4,
+      ("offs_m, offs_d, 0, diag_lo, N, qk_scale, NO_MASK, BLOCK_N)",
+       "offs_m, offs_d, 0, diag_lo - 2 * BLOCK_N, N, qk_scale, NO_MASK, BLOCK_N)"),
+      "phase 1 stops two key tiles before the diagonal", "check the loop bounds"),
+    M("p4_loop_step_two_tiles", 4,
+      ("    for start_n in range(lo, hi, BLOCK_N):", "    for start_n in range(lo, hi, 2 * BLOCK_N):"),
+      "the key loop steps two tiles at a time: every other key tile is skipped", "check the loop bounds"),
     M("p4_causal_ignored", 4,
       ("IS_CAUSAL=is_causal, HEAD_DIM=D", "IS_CAUSAL=False, HEAD_DIM=D"),
       "the wrapper never turns the causal path on", "non-causal"),

@@ -58,7 +58,7 @@ def test_problem1_refuses_full_score_matrices():
     def full_scores(q, k, v, is_causal=False, **kw):
         s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
         if is_causal:
-            s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -math.inf)
+            s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), -math.inf)
         lse = torch.logsumexp(s, -1)
         return (torch.exp(s - lse[..., None]) @ v.float()).to(q.dtype), lse
     fails(1, full_scores, "cheating detected", "score matrix")
@@ -230,3 +230,38 @@ def test_bad_arguments():
         autograder.check(3, "flash_attention_forward")
     with pytest.raises(ValueError, match="no cases in family"):
         autograder.check(3, lambda *a: None, family="sinks")
+
+
+def _every_third_row_off(o):
+    o = o.clone()
+    o[:, :, ::3] += 0.5          # no key or tile of keys explains such rows
+    return o
+
+
+def test_strided_case_blames_strides_only_when_contiguous_copies_pass(sol):
+    layout = autograder.Case("layout", 1, 2, 2, 40, 16, layout="bnhd", seed=7, is_causal=True)
+
+    def wrong_only_when_strided(q, k, v, **kw):
+        o = sol(q, k, v, **kw)
+        return o if k.is_contiguous() else _every_third_row_off(o)
+
+    def wrong_always(q, k, v, **kw):
+        return _every_third_row_off(sol(q, k, v, **kw))
+
+    with pytest.raises(AssertionError) as info:
+        autograder.check_case(4, wrong_only_when_strided, layout)
+    assert "contiguous copies pass" in str(info.value) and "stride_kn" in str(info.value)
+    with pytest.raises(AssertionError) as info:
+        autograder.check_case(4, wrong_always, layout)
+    msg = str(info.value)
+    assert "wrong for contiguous copies of these inputs too" in msg and "loop bounds" in msg
+    assert "stride_kn" not in msg
+
+
+def test_problem1_hints_speak_pytorch():
+    import solutions.p1_pytorch_flash_attention as p1
+
+    def no_scale(q, k, v, **kw):
+        return p1.flash_attention_forward(q * math.sqrt(q.shape[-1]), k, v, **kw)
+    msg = fails(1, no_scale, "WITHOUT the 1/sqrt(D) scale", "sm_scale", family="basic")
+    assert not any(w in msg for w in ("exp2", "qk_scale", "tl.", "m_ij", "stride")), msg

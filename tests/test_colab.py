@@ -128,11 +128,11 @@ def test_setup_cell_installs_from_the_repository_keeping_torch_and_triton(monkey
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "autograder" else real_find_spec(name, *a))
     monkeypatch.setattr(subprocess, "check_call", lambda cmd, *a, **k: calls.append(cmd) or 0)
-    exec(compile(ch.SETUP_CELL, "<setup cell>", "exec"), {})
+    exec(compile(ch.setup_cell(), "<setup cell>", "exec"), {})
     assert len(calls) == 1, calls
     cmd = calls[0]
     assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
-    assert cmd[-1] == f"git+{ch.COURSE_REPO}@{ch.COURSE_BRANCH}"
+    assert cmd[-1] == f"git+{ch.repo_url()}@{ch.COURSE_BRANCH}"
     constraints = Path(cmd[cmd.index("-c") + 1])
     pins = constraints.read_text().split()
     constraints.unlink()
@@ -142,7 +142,7 @@ def test_setup_cell_installs_from_the_repository_keeping_torch_and_triton(monkey
 
 def test_setup_cell_is_a_no_op_where_autograder_imports(monkeypatch):
     monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: pytest.fail("pip called"))
-    exec(compile(ch.SETUP_CELL, "<setup cell>", "exec"), {})
+    exec(compile(ch.setup_cell(), "<setup cell>", "exec"), {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_readme_colab_links_point_at_release_notebooks():
     readme = (REPO / "README.md").read_text()
     links = COLAB_LINK.findall(readme)
     assert links, "README has no Colab link"
-    owner, name = ch.COURSE_REPO.removeprefix("https://github.com/").split("/")
+    owner, name = ch.COURSE_REPO.split("/")
     for link_owner, link_name, branch, path in links:
         assert (link_owner, link_name, branch) == (owner, name, ch.COURSE_BRANCH), \
             f"README links {link_owner}/{link_name}@{branch}, tools/colab_header.py says {owner}/{name}@" \
@@ -162,6 +162,66 @@ def test_readme_colab_links_point_at_release_notebooks():
     linked = {path for *_, path in links}
     assert linked == {f"release/{s}/{s}.ipynb" for s in SLUGS}, "README's badge table misses a notebook"
     assert ch.readme_table(SLUGS) in readme, f"README's badge table is stale: run `{bc.COMMAND}`"
+
+
+GITHUB_LINK = re.compile(r"(?<![\w.])github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?(?=[/@\\\"'\s)]|$)")
+
+
+def _course_links(root):
+    """{file: [(kind, owner/name, branch or None)]}: every Colab link and every github.com link (the setup
+    cell's git+ URL) in the README and the built notebooks (docs/ shows made-up examples)."""
+    files = [root / "README.md", *sorted((root / "release").rglob("*.ipynb")),
+             *sorted((root / "notebooks").glob("*/*.ipynb"))]
+    out = {}
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        links = [("colab", f"{o}/{n}", b) for o, n, b, _ in COLAB_LINK.findall(text)]
+        links += [("git", f"{o}/{n}", None) for o, n in GITHUB_LINK.findall(text)]
+        # a setup cell's repository and branch: `COURSE_REPO = "https://github.com/o/n"` ... `@main"])`
+        links += [("branch", None, b) for b in re.findall(r"git\+\{\{?COURSE_REPO\}?\}@([\w./-]+)\\?\"", text)]
+        out[path.relative_to(root).as_posix()] = links
+    return out
+
+
+def test_every_colab_link_and_install_url_uses_the_one_setting():
+    links = _course_links(REPO)
+    for slug in SLUGS:
+        kinds = {kind for kind, *_ in links[f"release/{slug}/{slug}.ipynb"]}
+        assert kinds == {"colab", "git", "branch"}, f"release/{slug}: badge or setup cell missing ({kinds})"
+    wrong = [(f, link) for f, found in links.items() for link in found
+             if link[1] not in (None, ch.COURSE_REPO) or link[2] not in (None, ch.COURSE_BRANCH)]
+    assert not wrong, (f"links that are not tools/colab_header.py's {ch.COURSE_REPO}@{ch.COURSE_BRANCH} "
+                       f"(run `{bc.COMMAND}`): {wrong[:5]}")
+
+
+def test_build_option_repoints_every_link(tmp_path, monkeypatch):
+    """`build_course.py --repo owner/name --branch b` saves the setting and every derived link follows."""
+    settings = tmp_path / "colab_header.py"
+    settings.write_text(ch.SETTINGS.read_text())
+    monkeypatch.setattr(ch, "SETTINGS", settings)
+    monkeypatch.setattr(ch, "COURSE_REPO", ch.COURSE_REPO)       # restored after the test
+    monkeypatch.setattr(ch, "COURSE_BRANCH", ch.COURSE_BRANCH)
+    root = tmp_path / "course"
+    slug = SLUGS[0]
+    (root / "notebooks" / slug).mkdir(parents=True)
+    (root / "notebooks" / slug / f"{slug}.py").write_text((REPO / "notebooks" / slug / f"{slug}.py").read_text())
+    (root / "README.md").write_text((REPO / "README.md").read_text())
+    assert bc.main(["--root", str(root)]) == 0
+    before = _course_links(root)
+    assert {link[1] for found in before.values() for link in found} - {None} == {ch.COURSE_REPO}
+
+    assert bc.main(["--root", str(root), "--repo", "someone/fa-course", "--branch", "spring"]) == 0
+    assert 'COURSE_REPO = "someone/fa-course"' in settings.read_text()
+    assert 'COURSE_BRANCH = "spring"' in settings.read_text()
+    after = _course_links(root)
+    assert {f: len(found) for f, found in after.items()} == {f: len(found) for f, found in before.items()}
+    assert {(link[1], link[2]) for found in after.values() for link in found} == \
+        {("someone/fa-course", "spring"), ("someone/fa-course", None), (None, "spring")}
+    assert bc.main(["--root", str(root), "--check"]) == 0
+    with pytest.raises(SystemExit):
+        bc.main(["--root", str(root), "--repo", "https://github.com/someone/fa-course"])
 
 
 def test_readme_table_is_regenerated_between_markers():

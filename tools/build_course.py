@@ -17,6 +17,9 @@ gradebook), so a build is a pure function of the sources and rebuilds are byte-i
 
     python tools/build_course.py            write what changed, delete derived files of deleted sources
     python tools/build_course.py --check    write nothing; exit 1 listing every stale file
+    python tools/build_course.py --repo owner/name [--branch main]
+                                            set the student repository (tools/colab_header.py's
+                                            COURSE_REPO) that every Colab link and the setup cell use, and rebuild
 """
 from __future__ import annotations
 
@@ -403,8 +406,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a derived file is stale")
     parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repository)")
+    parser.add_argument("--repo", metavar="OWNER/NAME",
+                        help="the GitHub student repository every Colab link and the setup cell point at "
+                             "(saved in tools/colab_header.py)")
+    parser.add_argument("--branch", help="with --repo: the branch Colab opens and the setup cell installs")
     args = parser.parse_args(argv)
     root = args.root.resolve()
+    if args.branch and not args.repo:
+        parser.error("--branch goes with --repo")
+    if args.repo:
+        if args.check:
+            parser.error("--repo rewrites tools/colab_header.py: it does not go with --check")
+        try:
+            colab_header.set_repo(args.repo, args.branch)
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"build_course: Colab links and the setup cell now use {colab_header.repo_url()} "
+              f"(branch {colab_header.COURSE_BRANCH})")
     try:
         files = render(root)
     except SourceError as exc:
@@ -424,6 +442,9 @@ def main(argv=None) -> int:
     for line in write(root, files):
         print(line)
     print(f"build_course: {len(slugs)} notebook(s), {len(files)} derived files up to date")
+    if colab_header.is_placeholder():
+        print(f"build_course: note: Colab links point at the placeholder {colab_header.COURSE_REPO}; "
+              f"publish the student repository and run `{COMMAND} --repo owner/name`")
     return 0
 
 
