@@ -85,21 +85,15 @@ def _tensors(args):
     return [a for a in args if isinstance(a, torch.Tensor)]
 
 
-def _storable(out):
-    if out is None or isinstance(out, (bool, int, float, str, torch.Tensor)):
-        return out.detach() if isinstance(out, torch.Tensor) else out
-    if isinstance(out, (tuple, list)):
-        return type(out)(_storable(x) for x in out)
-    return Unrecordable(type(out).__name__)
-
-
 def _encode(out):
-    """Outputs in the types `torch.load(weights_only=True)` accepts."""
-    if isinstance(out, Unrecordable):
-        return {"__unrecordable__": out.type_name}
+    """An output in the types `torch.load(weights_only=True)` accepts; anything else by its type's name."""
+    if out is None or isinstance(out, (bool, int, float, str)):
+        return out
+    if isinstance(out, torch.Tensor):
+        return out.detach()
     if isinstance(out, (tuple, list)):
         return {"__seq__": type(out).__name__, "items": [_encode(x) for x in out]}
-    return out
+    return {"__unrecordable__": type(out).__name__}
 
 
 def _decode(obj):
@@ -158,8 +152,10 @@ def call(run, args, kwargs=None, observers=()):
     kwargs = kwargs or {}
     if not (RECORD_DIR or REPLAY_DIR) or _depth:
         return run()
-    key = digest(args, kwargs, [type(o).__name__ for o in observers])
     tensors = _tensors(args)
+    before = [digest(t) for t in tensors]       # the key, and what shows an input the function changed
+    key = digest(before, [a for a in args if not isinstance(a, torch.Tensor)], kwargs,
+                 [type(o).__name__ for o in observers])
     if REPLAY_DIR:
         record = _load(key)
         if record is None:
@@ -172,7 +168,6 @@ def call(run, args, kwargs=None, observers=()):
         if record["exc"] is not None:
             raise _rebuild(record["exc"])
         return _decode(record["out"])
-    before = [digest(t) for t in tensors]
     _depth += 1
     try:
         out, exc = run(), None
@@ -182,7 +177,7 @@ def call(run, args, kwargs=None, observers=()):
         _depth -= 1
     from .check import _not_implemented
     record = {
-        "out": _encode(_storable(out)),
+        "out": _encode(out),
         "exc": None if exc is None else [type(exc).__name__, str(exc), _not_implemented(exc)],
         "observers": [o.snapshot() for o in observers],
         "after": {str(i): t.detach().clone() for i, t in enumerate(tensors) if digest(t) != before[i]},
@@ -190,7 +185,7 @@ def call(run, args, kwargs=None, observers=()):
     try:
         _save(key, record)
     except Exception:   # noqa: BLE001 - an output torch cannot save is recorded as unrecordable
-        record["out"] = _encode(Unrecordable(type(out).__name__))
+        record["out"] = {"__unrecordable__": type(out).__name__}
         _save(key, record)
     if exc is not None:
         raise exc
