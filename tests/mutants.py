@@ -428,7 +428,11 @@ def release_stub(problem: int):
 # the notebook's graded cells
 
 _CELL = re.compile(r"^# %%(.*)$", re.M)
-BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+# loaded by path: the repository stays off sys.path (solution_source adds it only around its import)
+_spec = importlib.util.spec_from_file_location("course_format", REPO / "tools" / "course_format.py")
+_course_format = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_course_format)
+BEGIN_HIDDEN, END_HIDDEN = _course_format.BEGIN_HIDDEN, _course_format.END_HIDDEN
 
 
 def notebook_tests(slug: str):

@@ -99,12 +99,12 @@ def test_namespace_sandbox_hides_answers_and_kills_detached_children(tmp_path):
 
 def test_no_sandbox_mode_still_cleans_environment(tmp_path):
     """`none`: nothing hidden, but a clean environment and the jail as working directory; the grader
-    kills the marked processes (tools/grade.py kill_marked)."""
+    kills the marked processes (kill_marked, tools/grading/sandboxing.py)."""
     import psutil
-    import grade
+    from grading.sandboxing import kill_marked
     report, probes, writes, _ = _launch(tmp_path, "none")
     assert "SECRET_TOKEN" not in report["env"] and report["cwd"] == str(Path(writes[2]).parent)
-    grade.kill_marked("test-marker")
+    kill_marked("test-marker")
     assert not [p for p in psutil.process_iter(["cmdline"]) if "beat.txt" in " ".join(p.info["cmdline"] or [])]
 
 

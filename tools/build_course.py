@@ -35,13 +35,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 try:
-    from tools import colab_header
+    from tools import colab_header, course_format
 except ImportError:   # run as a script: tools/ itself is on sys.path
     import colab_header
+    import course_format
 COMMAND = "python tools/build_course.py"
 
-BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
-BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+BEGIN_SOLUTION, END_SOLUTION = course_format.BEGIN_SOLUTION, course_format.END_SOLUTION
+BEGIN_HIDDEN, END_HIDDEN = course_format.BEGIN_HIDDEN, course_format.END_HIDDEN
 HEADER_KEYS = {"solution", "tests", "points", "export"}
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -62,10 +63,7 @@ class SourceError(Exception):
 
 def find_slugs(root: Path) -> list[str]:
     """Slugs whose source exists: notebooks/<slug>/<slug>.py."""
-    nb_dir = root / "notebooks"
-    if not nb_dir.is_dir():
-        return []
-    return sorted(d.name for d in nb_dir.iterdir() if d.is_dir() and (d / f"{d.name}.py").is_file())
+    return course_format.find_slugs(root / "notebooks", ".py")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,23 @@
+"""What the build (tools/build_course.py) and the grader (tools/grade.py) must agree on: the region
+markers of a notebook and where each problem's notebook lives. Standard library only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# nbgrader treats any line that *contains* these words as a region boundary, so the grader matches
+# them the same way; a source writes the full marker line alone (tools/build_course.py checks that).
+SOLUTION_WORDS = ("BEGIN SOLUTION", "END SOLUTION")
+HIDDEN_WORDS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+BEGIN_SOLUTION, END_SOLUTION = (f"### {w}" for w in SOLUTION_WORDS)
+BEGIN_HIDDEN, END_HIDDEN = (f"### {w}" for w in HIDDEN_WORDS)
+
+
+def find_slugs(parent: Path, suffix: str) -> list[str]:
+    """Problem slugs under `parent`: the folders <slug>/ that hold <slug><suffix>.
+
+    notebooks/ with ".py" (the sources), notebooks/ or release/ with ".ipynb" (the built notebooks),
+    a course's source/ with ".ipynb" (the released assignments)."""
+    if not parent.is_dir():
+        return []
+    return sorted(d.name for d in parent.iterdir() if d.is_dir() and (d / f"{d.name}{suffix}").is_file())

@@ -1,0 +1,29 @@
+"""The grader behind tools/grade.py, one job per module:
+
+    cells           reading notebooks; what a cell is (graded, solution, id) and its hidden-test lines
+    nbgrader_setup  nbgrader's configuration for a course directory; the gradebook lock
+    course          the course directory: released assignments, submissions, usage errors
+    release         `release`: build the repository's notebooks and register them in the gradebook
+    rebuild         the notebook to grade: the source notebook with the student's solution cells in it
+    score           the score of an executed graded cell (nbgrader's SaveAutoGrades with that rule)
+    results         signed result records, the submission checksum
+    sandboxing      the kernel's jail, plan and kernelspec for tools/sandbox.py; killing what a run left
+    replaying       graded cells confirmed on their recorded calls by tools/replay.py
+    autograde_one   one submission, in its own subprocess (`grade.py _one`)
+    runner          `autograde`: every submission, each in a subprocess with a wall-clock limit
+    feedback        `feedback`: HTML without hidden tests, checked for leaks
+    report          `export` and `summary`, from the signed results
+    cli             the command line
+
+Imported as `grading` with tools/ on sys.path (how tools/grade.py runs) or as `tools.grading`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+# the `_one` subprocess starts from the entry point, by path: the kernelspec and the tests use it too
+GRADE_SCRIPT = REPO / "tools" / "grade.py"
+DEFAULT_COURSE = REPO / "course"
+DEFAULT_CELL_TIMEOUT = 300       # s: one graded cell; the CPU tier's slowest check cell takes ~15 s
+DEFAULT_TIMEOUT = 1200           # s: one whole notebook, kernel start included

@@ -1,0 +1,145 @@
+"""One submission, in its own subprocess (`grade.py _one`): rebuild, run under nbgrader, score, replay."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ._tools import sandbox_tool
+from .cells import grade_id, is_grade, read_nb
+from .nbgrader_setup import DB_LOCK, nbgrader_config, quiet_traitlets
+from .rebuild import find_submitted_notebook, read_submission, rebuild
+from .replaying import confirm_by_replay, record_direct_calls
+from .results import save_result, submission_digest
+from .sandboxing import choose_sandbox, kill_marked, sandboxed_kernel
+from .score import cell_score, save_autogrades_class
+
+
+def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_deleted: bool,
+              sandbox: str = "none") -> dict:
+    """Rebuild, then nbgrader-autograde one submission; returns the result record (also saved)."""
+    import nbformat
+    from nbgrader.converters import Autograde
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.preprocessors import ClearOutput, DeduplicateIds, OverwriteKernelspec, CheckCellMetadata
+
+    t0 = time.time()
+    result = {"student": student, "assignment": slug, "status": "graded", "reason": "", "notes": [],
+              "submission_sha256": submission_digest(course, student, slug),
+              "run": os.environ.get(sandbox_tool.MARKER, "")}
+    path, note = find_submitted_notebook(course, student, slug)
+    if note:
+        result["notes"].append(note)
+    sub = read_submission(path) if path else None
+    if sub is None:
+        return finish_zero(course, student, slug, note if path is None else "the submitted file is not a notebook",
+                            result, t0)
+    source = read_nb(course / "source" / slug / f"{slug}.ipynb")
+    release = read_nb(course / "release" / slug / f"{slug}.ipynb")
+    nb, notes = rebuild(sub, source, release, restore_deleted=restore_deleted)
+    result["notes"] += notes
+    record_direct_calls(nb)
+
+    # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it
+    src_dir = course / "submitted" / student / slug
+    dst_dir = course / "rebuilt" / student / slug
+    if dst_dir.exists():
+        shutil.rmtree(dst_dir)
+    shutil.copytree(src_dir, dst_dir, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    nbformat.write(nb, str(dst_dir / f"{slug}.ipynb"))
+
+    quiet_traitlets()
+    cfg = nbgrader_config(course, cell_timeout, submitted="rebuilt")
+    cfg.Execute.kernel_name = sandboxed_kernel(course, student, slug, dst_dir, sandbox, result)
+    cfg.Autograde.force = True
+    cfg.Autograde.create_student = True
+    # the rebuilt notebook already holds the source's locked cells (OverwriteCells would also
+    # restore a deleted-test placeholder to the real test, handing out its points)
+    cfg.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, CheckCellMetadata]
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import AssignLatePenalties, Execute, IgnorePattern, LimitOutput
+    cfg.Autograde.autograde_preprocessors = [Execute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                             save_autogrades_class(), AssignLatePenalties, CheckCellMetadata]
+    coursedir = CourseDirectory(config=cfg)
+    coursedir.assignment_id = slug
+    coursedir.student_id = student
+    app = Autograde(coursedir=coursedir, config=cfg)
+    failure = []
+    original = app.convert_single_notebook
+
+    def convert(filename):
+        try:
+            original(filename)
+        except Exception as exc:   # noqa: BLE001 - recorded, then nbgrader's own handling runs
+            failure.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(": "))
+            raise
+    app.convert_single_notebook = convert
+    try:
+        app.start()
+    except BaseException as exc:   # noqa: BLE001 - NbGraderException, SystemExit
+        if not failure:
+            failure.append(f"{type(exc).__name__}: {exc}")
+    graded = course / "autograded" / student / slug / f"{slug}.ipynb"
+    if failure or not graded.is_file():
+        reason = failure[0] if failure else "nbgrader produced no autograded notebook"
+        if "DeadKernelError" in reason or "Kernel died" in reason:
+            reason = "the kernel died (crash, segfault or out of memory): " + reason
+        elif "CellTimeoutError" in reason or "TimeoutError" in reason:
+            reason = f"a cell ran past the {cell_timeout} s limit and did not stop when interrupted ({reason})"
+        return finish_zero(course, student, slug, reason, result, t0, rebuilt=nb)
+    result["cells"] = {}
+    graded_nb = read_nb(graded)
+    for cell in graded_nb.cells:
+        if is_grade(cell):
+            score, why = cell_score(cell)
+            result["cells"][grade_id(cell)] = {"score": score, "max": float(cell.metadata["nbgrader"]["points"]),
+                                               "why": why}
+    confirm_by_replay(course, student, slug, dst_dir / f"{slug}.ipynb", graded, graded_nb, result, cell_timeout)
+    result["seconds"] = round(time.time() - t0, 1)
+    save_result(course, result)
+    return result
+
+
+def finish_zero(course, student, slug, reason, result, t0, rebuilt=None):
+    """Every graded cell of this problem scores 0 with `reason`, in the gradebook and the autograded notebook."""
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    result.update(status="zero", reason=reason)
+    source = read_nb(course / "source" / slug / f"{slug}.ipynb")
+    nb = rebuilt if rebuilt is not None else source
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            if is_grade(cell):
+                cell.outputs = [nbformat.v4.new_output("error", ename="NotGraded", evalue=reason,
+                                                       traceback=[f"NotGraded: {reason}"])]
+    out_dir = course / "autograded" / student / slug
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(out_dir / f"{slug}.ipynb"))
+    with DB_LOCK, Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        gb.update_or_create_student(student)
+        submission = gb.update_or_create_submission(slug, student)
+        for nbs in submission.notebooks:
+            for grade in nbs.grades:
+                grade.auto_score = 0.0
+                grade.manual_score = None
+                grade.needs_manual_grade = False
+        gb.db.commit()
+    result["cells"] = {grade_id(c): {"score": 0.0, "max": float(c.metadata["nbgrader"]["points"]), "why": reason}
+                       for c in source.cells if is_grade(c)}
+    result["seconds"] = round(time.time() - t0, 1)
+    save_result(course, result)
+    return result
+
+
+def cmd_one(args) -> int:
+    mode = args.sandbox if args.sandbox != "auto" else choose_sandbox("auto")[0]
+    try:
+        grade_one(args.course, args.student[0], args.assignment[0], args.cell_timeout, args.restore_deleted_tests,
+                  mode)
+    finally:
+        kill_marked(os.environ.get(sandbox_tool.MARKER))
+    return 0

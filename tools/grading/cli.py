@@ -1,0 +1,79 @@
+"""The command line of tools/grade.py."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import DEFAULT_CELL_TIMEOUT, DEFAULT_COURSE, DEFAULT_TIMEOUT, REPO
+from .autograde_one import cmd_one
+from .course import UsageError
+from .feedback import cmd_feedback
+from .release import cmd_release
+from .report import cmd_export, cmd_summary
+from .runner import cmd_autograde
+
+DESCRIPTION = "Grade the course: release, autograde every submission, feedback, grades CSV, summary table."
+
+
+def cmd_all(args) -> int:
+    if not (args.course / "gradebook.db").is_file() or args.rebuild:
+        rc = cmd_release(args)
+        if rc:
+            return rc
+    for step in (cmd_autograde, cmd_feedback, cmd_export, cmd_summary):
+        rc = step(args)
+        if rc:
+            return rc
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--course", type=Path, default=DEFAULT_COURSE,
+                        help=f"course directory (default: {DEFAULT_COURSE.relative_to(REPO)}/ in the repository)")
+    common.add_argument("--assignment", "-a", action="append", help="only this problem slug (repeatable)")
+    common.add_argument("--student", "-s", action="append", help="only this student id (repeatable)")
+    grading = argparse.ArgumentParser(add_help=False)
+    grading.add_argument("--cell-timeout", type=int, default=DEFAULT_CELL_TIMEOUT,
+                         help=f"seconds one cell may run before it is interrupted (default {DEFAULT_CELL_TIMEOUT})")
+    grading.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT,
+                         help=f"seconds one notebook may take in all (default {DEFAULT_TIMEOUT})")
+    grading.add_argument("--jobs", "-j", type=int, default=1, help="(student, notebook) pairs graded at once (default 1)")
+    grading.add_argument("--force", action="store_true", help="grade again what was graded already")
+    grading.add_argument("--tier", choices=("cpu", "gpu"), help="force the autograder tier (default: this machine's)")
+    grading.add_argument("--sandbox", choices=("auto", "namespace", "none"), default="auto",
+                         help="isolate each kernel in Linux namespaces (auto: when the machine allows it)")
+    grading.add_argument("--restore-deleted-tests", action="store_true",
+                         help="run a deleted test cell from the source instead of scoring it 0")
+    p = sub.add_parser("release", parents=[common], help="build the course and register it in the gradebook")
+    p.add_argument("--no-build", action="store_true", help="do not run tools/build_course.py first")
+    p.set_defaults(fn=cmd_release)
+    sub.add_parser("autograde", parents=[common, grading], help="grade every submission").set_defaults(fn=cmd_autograde)
+    sub.add_parser("feedback", parents=[common], help="HTML feedback without hidden tests").set_defaults(fn=cmd_feedback)
+    p = sub.add_parser("export", parents=[common], help="grades CSV (and per-cell CSV)")
+    p.add_argument("--to", type=Path, help="CSV path (default <course>/grades.csv)")
+    p.set_defaults(fn=cmd_export)
+    sub.add_parser("summary", parents=[common], help="student x problem table").set_defaults(fn=cmd_summary)
+    p = sub.add_parser("all", parents=[common, grading], help="release if needed, autograde, feedback, export, summary")
+    p.add_argument("--no-build", action="store_true", help="do not run tools/build_course.py first")
+    p.add_argument("--rebuild", action="store_true", help="release again even if the course exists")
+    p.add_argument("--to", type=Path, help="CSV path (default <course>/grades.csv)")
+    p.set_defaults(fn=cmd_all)
+    p = sub.add_parser("_one", parents=[common, grading])   # internal: one submission, in a subprocess
+    p.set_defaults(fn=cmd_one)
+    args = parser.parse_args(argv)
+    args.course = args.course.resolve()
+    # nbgrader shells out to `alembic` (gradebook migrations): the one next to this Python
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except UsageError as exc:
+        print(f"grade: {exc}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,60 @@
+"""The course directory: its released assignments and submissions, and what to say when it is unusable."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ._tools import course_format
+
+
+def find_assignments(course: Path) -> list[str]:
+    return course_format.find_slugs(course / "source", ".ipynb")
+
+
+class UsageError(Exception):
+    """A command line or course directory the grader cannot work with: printed, exit status 2."""
+
+
+def require_course(course: Path, gradebook: bool = True):
+    """The course directory exists (and its gradebook opens), or a UsageError that says what to run."""
+    if not (course / "source").is_dir():
+        raise UsageError(f"{course} is not a course directory (no source/): run "
+                         f"`python tools/grade.py release --course {course}` first")
+    if gradebook:
+        db = course / "gradebook.db"
+        if not db.is_file():
+            raise UsageError(f"{course} has no gradebook: run `python tools/grade.py release --course {course}`")
+        import sqlite3
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                con.execute("select count(*) from grade").fetchone()
+        except sqlite3.Error as exc:
+            raise UsageError(f"{db} is not a readable nbgrader gradebook ({exc}): restore it from a backup or "
+                             f"release again into a new course directory; results/ is left as it is") from None
+
+
+def submissions(course: Path, assignments, students) -> list[tuple[str, str]]:
+    """(student, slug) of every submission, only those named by -s/-a; unknown names are a UsageError."""
+    sub = course / "submitted"
+    known = set(find_assignments(course))
+    unknown = sorted(set(assignments or ()) - known)
+    if unknown:
+        raise UsageError(f"unknown assignment(s) {', '.join(unknown)}; released: {', '.join(sorted(known)) or 'none'}")
+    present = {p.name for p in sub.iterdir() if p.is_dir()} if sub.is_dir() else set()
+    missing = sorted(set(students or ()) - present)
+    if missing:
+        raise UsageError(f"no submissions from student(s) {', '.join(missing)} under {sub}")
+    out = []
+    if not sub.is_dir():
+        return out
+    for sd in sorted(p for p in sub.iterdir() if p.is_dir()):
+        if students and sd.name not in students:
+            continue
+        for ad in sorted(p for p in sd.iterdir() if p.is_dir()):
+            if assignments and ad.name not in assignments:
+                continue
+            if ad.name not in known:
+                print(f"grade: skipping {ad}: {ad.name} is not a released assignment", file=sys.stderr)
+                continue
+            out.append((sd.name, ad.name))
+    return out

@@ -1,0 +1,77 @@
+"""The verdict of a graded cell does not come from the student's process alone (autograder/record.py)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import REPO
+from ._tools import course_format, replay_tool
+from .cells import grade_id, is_grade
+from .nbgrader_setup import DB_LOCK
+from .sandboxing import KERNEL_ENV
+
+
+# a hidden region: the feedback strips it, so the student sees the test cell as released
+REPLAY_CELL = (f"{course_format.BEGIN_HIDDEN}\n"
+               "__import__('autograder.record').record.wrap_globals(globals(), {names!r})\n"
+               f"{course_format.END_HIDDEN}\n")
+
+
+def record_direct_calls(nb):
+    """Graded cells record the direct calls they make of functions that earlier cells defined."""
+    for cell in nb.cells:
+        if is_grade(cell) and cell.cell_type == "code":
+            try:
+                names = replay_tool.free_names(cell.source)
+            except SyntaxError:
+                continue
+            if names:
+                cell.source = REPLAY_CELL.format(names=names) + cell.source
+
+
+def confirm_by_replay(course, student, slug, rebuilt: Path, graded: Path, graded_nb, result, cell_timeout):
+    """Replay the graded cells on the recorded calls (tools/replay.py, a process without student code);
+    a cell that passed in the kernel but not in the replay scores 0, in the result, gradebook and notebook."""
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    passed = [gid for gid, c in result["cells"].items() if c["score"] > 0]
+    if not passed:
+        return
+    records = course / "jails" / student / slug / ".records"
+    out = records.parent.parent / f".{slug}.replay.json"
+    env = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
+    env.update(AUTOGRADER_REPLAY=str(records), HOME=str(records.parent.parent), MPLBACKEND="Agg")
+    try:
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / "replay.py"), str(rebuilt), str(out)],
+                              env=env, cwd=str(records.parent.parent), capture_output=True, text=True,
+                              timeout=max(60, cell_timeout * len(result["cells"])))
+        verdict = json.loads(out.read_text()) if proc.returncode == 0 else {}
+        trouble = "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
+        verdict, trouble = {}, f"{type(exc).__name__}"
+    failed = {}
+    for gid in passed:
+        v = verdict.get(gid, {"ok": False, "why": f"the replay did not run ({trouble})"})
+        result["cells"][gid]["replayed"] = bool(v["ok"])
+        if not v["ok"]:
+            failed[gid] = f"not confirmed when the grader replayed the recorded calls: {v['why']}"
+            result["cells"][gid].update(score=0.0, why=failed[gid])
+    shutil.rmtree(records, ignore_errors=True)      # outputs of every call: large, and no longer needed
+    if not failed:
+        return
+    for cell in graded_nb.cells:
+        if grade_id(cell) in failed:
+            cell.outputs.append(nbformat.v4.new_output("error", ename="NotConfirmed", evalue=failed[grade_id(cell)],
+                                                       traceback=[f"NotConfirmed: {failed[grade_id(cell)]}"]))
+    nbformat.write(graded_nb, str(graded))
+    with DB_LOCK, Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for gid in failed:
+            grade = gb.find_grade(gid, slug, slug, student)
+            grade.auto_score = 0.0
+            grade.manual_score = None
+        gb.db.commit()

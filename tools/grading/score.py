@@ -1,0 +1,49 @@
+"""Scoring: an error in a graded cell is 0, anything else full points."""
+from __future__ import annotations
+
+
+def cell_score(cell):
+    """(score, why) of an executed graded cell.
+
+    nbgrader's rule also zeroes a cell that wrote to stderr; progress bars and library warnings do,
+    so here only an error output (or a cell that never ran) costs the points. A plain number as the
+    cell's result is partial credit, as in nbgrader."""
+    points = float(cell.metadata["nbgrader"]["points"])
+    for out in cell.get("outputs", []):
+        if out.output_type == "error":
+            return 0.0, error_line(out)
+    if cell.get("execution_count") is None:
+        return 0.0, "the cell did not run"
+    for out in cell.get("outputs", []):
+        if out.output_type == "execute_result":
+            text = out.get("data", {}).get("text/plain", "")
+            try:
+                value = float(text)
+            except (TypeError, ValueError):
+                continue
+            return max(0.0, min(points, value)), "" if value >= points else f"partial credit {value:g}"
+    return points, ""
+
+
+def error_line(out) -> str:
+    """`Name: message`, the message cut to its first two non-empty lines (check's case + reason)."""
+    lines = [ln.strip() for ln in str(out.get("evalue", "")).split("\n") if ln.strip()]
+    why = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
+    text = f"{out.get('ename', 'Error')}: {why}" if why else str(out.get("ename", "Error"))
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def save_autogrades_class():
+    from nbgrader.preprocessors import SaveAutoGrades
+
+    class SaveAutoGradesOnErrors(SaveAutoGrades):
+        """nbgrader's SaveAutoGrades with `cell_score` as the rule."""
+
+        def _add_score(self, cell, resources):
+            grade = self.gradebook.find_grade(cell.metadata["nbgrader"]["grade_id"], self.notebook_id,
+                                              self.assignment_id, self.student_id)
+            grade.auto_score = cell_score(cell)[0]
+            grade.manual_score = None      # a re-grade is the whole truth: nothing set before survives it
+            grade.needs_manual_grade = False
+            self.gradebook.db.commit()
+    return SaveAutoGradesOnErrors
