@@ -469,3 +469,140 @@ def test_nbgrader_cli_with_repo_config(demo_root):
         output, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0 and "Success!" in output, output
     assert sorted(p.name for p in REPO.iterdir()) == before, "nbgrader wrote files into the repository"
+
+
+# ---------------------------------------------------------------------------------------------
+# The given kernel code of Problems 3-7 is one lineage: each problem pastes the previous one's loop
+# (`_attn_fwd_tiles`), mask modes and kernel (`_flash_attention_fwd`) and changes only what its text
+# introduces. Pasted code drifts (renamed variables, reordered math, bare ints for named modes) and
+# a student comparing two notebooks then cannot tell what is new. Each entry names what the problem's
+# text introduces and how the code may change for it: a string is a pattern that every changed line
+# (added or removed) must match; a (pattern, replacement) pair is a rewrite of the previous problem's
+# lines (an added argument, a renamed mode) applied before comparing. Any other difference fails
+# with the diff, and an entry that no longer matches anything fails too, so the table stays honest.
+KERNEL_LINEAGE = {
+    4: {  # causal phases
+        "mask modes replace the MASKED flag": [
+            r"^(NO_MASK|BOUNDS|CAUSAL) = tl\.constexpr\(\d\)", r"\bMASK(ED)?\b", r"^(k|v) = tl\.load\((k|v)_ptrs\)$",
+            r"^else: # a (full tile|tile may stick out past N)", r"^visible = ", r"^qk = tl\.where\(visible, ",
+            r"^# the online softmax update of Problem 3$"],
+        "offs_m reaches the loop (the causal mask needs the rows)": [
+            (r"^offs_d, lo, hi, N, qk_scale,$", "offs_m, offs_d, lo, hi, N, qk_scale,"),
+            (r"^offs_d, (.*), qk_scale, False, BLOCK_N\) # full tiles: no mask$", r"offs_m, offs_d, \1, qk_scale, NO_MASK, BLOCK_N)"),
+            (r"^offs_d, (.*), qk_scale, True, BLOCK_N\) # the tail, if any$", r"offs_m, offs_d, \1, qk_scale, BOUNDS, BLOCK_N)")],
+        "IS_CAUSAL, heavy query tiles first": [
+            (r"^HEAD_DIM: tl\.constexpr, BLOCK_M", "IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M"),
+            r"\bIS_CAUSAL\b", r"^pid_m = ", r"^# which query tile, the fast index; causal:", r"\bstart_m\b",
+            r"^offs_m = pid_m \* BLOCK_M \+ "],
+        "two phases: diag_lo, diag_hi": [
+            r"\bdiag_(lo|hi)\b", r"^acc, l_i, m_i = _attn_fwd_tiles\(", r"^# (phase [12]|Problem 3): ", r"^else:$"],
+    },
+    5: {  # the K/V head
+        "query heads N_Q_HEADS, GROUP, kv_h": [
+            (r"\bN_HEADS\b", "N_Q_HEADS"), r"\bGROUP\b", r"\bkv_h\b", r"^(IS_CAUSAL|HEAD_DIM): tl\.constexpr, ",
+            r"^(K|V)_ptr \+= b\.to\(tl\.int64\) \* stride_(kb|vb) \+ h\.to"],
+    },
+    6: {  # the window
+        "mode CAUSAL_WINDOW (_window_mask) replaces CAUSAL; WINDOW argument": [
+            (r"\bCAUSAL\b", "CAUSAL_WINDOW"), r"^CAUSAL_WINDOW = tl\.constexpr", r"^visible = ",
+            (r'do_not_specialize=\["N_Q_HEADS"\]', 'do_not_specialize=["N_Q_HEADS", "WINDOW"]'),
+            (r"qk_scale,$", "qk_scale, WINDOW,"), (r"qk_scale, (\w+), BLOCK_N\)$", r"qk_scale, WINDOW, \1, BLOCK_N)")],
+        "the m_i = -inf guard": [
+            r"\bm_sub\b", r"^p = tl\.math\.exp2\(qk \* qk_scale - m_ij", r"^alpha = tl\.math\.exp2\(m_i - m_ij\)",
+            r"^if MASK == NO_MASK:$", r"^else:$", r"^# a row with no visible key so far"],
+        "window ranges lo, full_lo, full_hi, hi and three causal phases": [
+            r"\b(lo|full_lo|full_hi|hi|last_m|diag_lo|diag_hi)\b", r"^acc, l_i, m_i = _attn_fwd_tiles\(",
+            r"^# (first key tile|from full_lo|before full_hi|window edge|unmasked|diagonal|phase [12]):? "],
+        "the division guards padded rows": [
+            r"^acc = acc / ", r"^# The one division\.", r"^# stored\) may have seen no key"],
+    },
+    7: {  # the sinks
+        "mode CAUSAL_WINDOW_SINKS (_sink_window_mask) replaces CAUSAL_WINDOW; SINKS argument": [
+            (r"\bCAUSAL_WINDOW\b", "CAUSAL_WINDOW_SINKS"), r"^CAUSAL_WINDOW_SINKS = tl\.constexpr",
+            r"^visible = _(sink_)?window_mask\(", (r', "WINDOW"\]', ', "WINDOW", "SINKS"]'),
+            (r"qk_scale, WINDOW,", "qk_scale, WINDOW, SINKS,")],
+        "mode SINK_KEYS and the sink phase [0, sink_hi)": [
+            r"\bSINK_KEYS\b", r"^qk = tl\.where\(\(offs_n < SINKS\)", r"\bsink_hi\b",
+            r"^acc, l_i, m_i = _attn_fwd_tiles\(", r"^# (whole tiles holding keys|visit \(and their mask counts\)|sinks: )"],
+    },
+}
+LINEAGE_SLUGS = {3: "p3_flash_attention_forward", 4: "p4_causal_two_phase", 5: "p5_grouped_query_attention",
+                 6: "p6_sliding_window", 7: "p7_attention_sinks"}
+
+
+def _reference_module_source(slug):
+    text = (REPO / "notebooks" / slug / f"{slug}.py").read_text(encoding="utf-8")
+    return bc.solution_module(slug, text, bc.source_notebook(slug, text)).decode()
+
+
+def _given_kernel_lines(slug):
+    """The mask-mode constants, `_attn_fwd_tiles` and `_flash_attention_fwd` (decorators included) of
+    the reference module, one stripped line each with runs of blanks collapsed (alignment is free)."""
+    import ast
+    src = _reference_module_source(slug)
+    lines, out = src.splitlines(), []
+    for node in ast.parse(src).body:
+        keep = isinstance(node, ast.FunctionDef) and node.name in ("_attn_fwd_tiles", "_flash_attention_fwd")
+        keep |= (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                 and ast.unparse(node.value.func) == "tl.constexpr")
+        if keep:
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            out += [" ".join(line.split()) for line in lines[start - 1:node.end_lineno] if line.strip()]
+    return out
+
+
+@pytest.mark.parametrize("problem", sorted(KERNEL_LINEAGE))
+def test_given_kernel_differs_from_the_previous_problem_only_where_declared(problem):
+    import difflib
+    if not all((REPO / "notebooks" / LINEAGE_SLUGS[p]).is_dir() for p in (problem - 1, problem)):
+        pytest.skip("notebook missing")
+    before, after = _given_kernel_lines(LINEAGE_SLUGS[problem - 1]), _given_kernel_lines(LINEAGE_SLUGS[problem])
+    entries = [(what, item) for what, items in KERNEL_LINEAGE[problem].items() for item in items]
+    used = set()
+    for what, item in entries:
+        if isinstance(item, tuple):
+            rewritten = [re.sub(item[0], item[1], line) for line in before]
+            if rewritten != before:
+                used.add((what, item))
+            before = rewritten
+    diff = list(difflib.unified_diff(before, after, f"Problem {problem - 1} (declared rewrites applied)",
+                                     f"Problem {problem}", n=0, lineterm=""))
+    undeclared = []
+    for d in diff:
+        if d[:1] not in "+-" or d.startswith(("+++", "---")):
+            continue
+        hits = {(what, item) for what, item in entries if isinstance(item, str) and re.search(item, d[1:])}
+        used |= hits
+        if not hits:
+            undeclared.append(d)
+    assert not undeclared, (
+        f"Problem {problem}'s given kernel code differs from Problem {problem - 1}'s in lines its text does "
+        f"not introduce (make them equal, or declare the change in KERNEL_LINEAGE):\n" + "\n".join(undeclared)
+        + "\n\nfull diff:\n" + "\n".join(diff))
+    stale = [f"{what}: {item}" for what, item in entries if (what, item) not in used]
+    assert not stale, f"KERNEL_LINEAGE[{problem}] declares changes that no longer happen:\n" + "\n".join(stale)
+
+
+def test_given_kernels_share_constants():
+    """One name per mask mode and one mode per value across the course (MASK == 2 means one thing),
+    and every wrapper folds log2(e) into qk_scale through the same named constant."""
+    import ast
+    modes = {}
+    for problem, slug in LINEAGE_SLUGS.items():
+        if not (REPO / "notebooks" / slug).is_dir():
+            continue
+        src = _reference_module_source(slug)
+        assert src.count("LOG2E = 1.4426950408889634") == 1 and src.count("1.4426950408889634") == 1, slug
+        assert "qk_scale = 1.0 / math.sqrt(D) * LOG2E" in src, slug
+        for node in ast.parse(src).body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                    and ast.unparse(node.value.func) == "tl.constexpr"):
+                modes.setdefault(node.targets[0].id, set()).add(ast.literal_eval(node.value.args[0]))
+        if problem >= 4:
+            assert not re.search(r"MASK\s*==\s*\d", src), f"{slug}: compare MASK with a named mode, not a number"
+    values = {}
+    for name, vals in modes.items():
+        assert len(vals) == 1, f"mask mode {name} has the values {sorted(vals)} in different problems"
+        values.setdefault(vals.pop(), []).append(name)
+    shared = {v: names for v, names in values.items() if len(names) > 1}
+    assert not shared, f"one value, several mask modes: {shared}"

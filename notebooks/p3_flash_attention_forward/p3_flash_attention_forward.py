@@ -172,7 +172,7 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
             qk = tl.where(in_bounds[None, :], qk, float("-inf"))
         ### BEGIN SOLUTION
         m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
-        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])      # [BLOCK_M, BLOCK_N], in (0, 1]
+        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])      # [BLOCK_M, BLOCK_N], in [0, 1]
         alpha = tl.math.exp2(m_i - m_ij)                     # rescale of everything seen so far
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]

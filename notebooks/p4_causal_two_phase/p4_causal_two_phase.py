@@ -132,17 +132,18 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
                     MASK: tl.constexpr, BLOCK_N: tl.constexpr):
     """Fold key tiles [lo, hi) into the running state (acc, l_i, m_i) of one query tile."""
     for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        offs_n = start_n + tl.arange(0, BLOCK_N)                                     # [BLOCK_N]
+        start_n = tl.multiple_of(start_n, BLOCK_N)          # aligned: lets the compiler vectorise loads
+        offs_n = start_n + tl.arange(0, BLOCK_N)             # [BLOCK_N] key indices of this tile
         k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd   # [BLOCK_N, HEAD_DIM]
-        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd   # [BLOCK_N, HEAD_DIM]
         in_bounds = offs_n < N
-        if MASK == NO_MASK:
+        if MASK == NO_MASK:     # a full tile: no mask, the fastest load there is
             k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        else:
+        else:                   # a tile may stick out past N: keys there load as 0, the mask below hides them
             k = tl.load(k_ptrs, mask=in_bounds[:, None], other=0.0)
             v = tl.load(v_ptrs, mask=in_bounds[:, None], other=0.0)
+        # 16-bit operands straight into the tensor cores, fp32 accumulation
         qk = tl.dot(q, tl.trans(k))                          # [BLOCK_M, BLOCK_N] fp32, unscaled
         if MASK == BOUNDS:
             qk = tl.where(in_bounds[None, :], qk, float("-inf"))
@@ -151,13 +152,13 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
             visible = (offs_n[None, :] <= offs_m[:, None]) & in_bounds[None, :]
             ### END SOLUTION
             qk = tl.where(visible, qk, float("-inf"))
-        # the online softmax update of Problem 3 (scores in log2 units)
-        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
-        alpha = tl.math.exp2(m_i - m_ij)
+        # the online softmax update of Problem 3
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
+        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])      # [BLOCK_M, BLOCK_N], in [0, 1]
+        alpha = tl.math.exp2(m_i - m_ij)                     # rescale of everything seen so far
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)
+        acc = tl.dot(p.to(v.dtype), v, acc)                  # acc += p @ v, fp32
         m_i = m_ij
     return acc, l_i, m_i
 
@@ -184,10 +185,10 @@ def _flash_attention_fwd(
     N, N_HEADS, qk_scale,
     IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # heavy query tiles first: with a causal mask, late tiles visit the most key tiles
     n_m = tl.cdiv(N, BLOCK_M)
-    pid_m = n_m - 1 - tl.program_id(0) % n_m              # heavy tiles first
-    pid_bh = tl.program_id(0) // n_m
+    # which query tile, the fast index; causal: late tiles visit the most key tiles, so they go first
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    pid_bh = tl.program_id(0) // n_m          # which (batch, head)
     b = pid_bh // N_HEADS
     h = pid_bh % N_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
@@ -197,13 +198,14 @@ def _flash_attention_fwd(
 
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)             # [BLOCK_M] query rows of this program
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, HEAD_DIM)                      # [HEAD_DIM]
+    # the query tile: loaded once, kept on chip for the whole loop; rows past N load as 0
     q_ptrs = Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
-    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # on chip for the whole program
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # [BLOCK_M, HEAD_DIM], bf16/fp16
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)   # running max, log2 units
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                 # running sum of exp2
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)       # running sum of p @ v
 
     if IS_CAUSAL:
         ### BEGIN SOLUTION

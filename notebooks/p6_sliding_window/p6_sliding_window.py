@@ -134,8 +134,8 @@ for n in (4096, 8192, 16384, 32768):
 # scores there are all `-inf`, so
 #
 # ```
-# m_ij = max(m_i, max(qk)) = max(-inf, -inf) = -inf
-# p    = exp2(qk - m_ij)   = exp2(-inf - (-inf)) = exp2(nan) = nan
+# m_ij = max(m_i, max(qk) * qk_scale) = max(-inf, -inf) = -inf
+# p    = exp2(qk * qk_scale - m_ij)    = exp2(-inf - (-inf)) = exp2(nan) = nan
 # ```
 #
 # and the NaN stays in `l_i` and `acc` for good. The given loop subtracts 0 instead of `-inf`
@@ -143,8 +143,8 @@ for n in (4096, 8192, 16384, 32768):
 #
 # ```
 # m_sub = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-# p     = exp2(qk - m_sub)       # exp2(-inf - 0) = 0: the row adds nothing
-# alpha = exp2(m_i - m_sub)      # exp2(-inf - 0) = 0: there was nothing to rescale
+# p     = exp2(qk * qk_scale - m_sub)   # exp2(-inf - 0) = 0: the row adds nothing
+# alpha = exp2(m_i - m_sub)             # exp2(-inf - 0) = 0: there was nothing to rescale
 # ```
 #
 # `m_i` itself stays `-inf` (it is the true maximum so far), so the first tile where the row does
@@ -171,49 +171,58 @@ def _window_mask(offs_m, offs_n, WINDOW):
 
 
 # %% [markdown]
-# The loop over key tiles `[lo, hi)` is given: Problem 5's, with the window mask as `MASK == 2`
-# and the guard above.
+# The loop over key tiles `[lo, hi)` is given: Problem 5's, with the mode `CAUSAL_WINDOW` (your
+# `_window_mask`) in place of `CAUSAL`, the `WINDOW` argument it needs, and the guard above.
 #
 # | `MASK` | keys visible | used for |
 # |---|---|---|
-# | 0 | all | the unmasked phase; every key tile but the last, non-causal |
-# | 1 | `j < N` | the ragged last key tile, non-causal |
-# | 2 | `_window_mask` | window edge and diagonal phases |
+# | `NO_MASK` | all | the unmasked phase; every key tile but the last, non-causal |
+# | `BOUNDS` | `j < N` | the ragged last key tile, non-causal |
+# | `CAUSAL_WINDOW` | `_window_mask` | window edge and diagonal phases |
 
 # %% export=true
+NO_MASK = tl.constexpr(0)         # every pair of the tile is visible
+BOUNDS = tl.constexpr(1)          # key j visible when j < N
+CAUSAL_WINDOW = tl.constexpr(3)   # key j visible from row i when i - (W - 1) <= j <= i: _window_mask
+
+
 @triton.jit
-def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+def _attn_fwd_tiles(acc, l_i, m_i, q,
+                    K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_d, lo, hi, N, qk_scale, WINDOW,
                     MASK: tl.constexpr, BLOCK_N: tl.constexpr):
-    # Online softmax over key tiles [lo, hi). MASK: 0 = none, 1 = bounds (j < N), 2 = causal window.
+    """Fold key tiles [lo, hi) into the running state (acc, l_i, m_i) of one query tile."""
     for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASK == 0:
-            k = tl.load(k_ptrs)                                           # [BLOCK_N, HEAD_DIM]
+        start_n = tl.multiple_of(start_n, BLOCK_N)          # aligned: lets the compiler vectorise loads
+        offs_n = start_n + tl.arange(0, BLOCK_N)             # [BLOCK_N] key indices of this tile
+        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd   # [BLOCK_N, HEAD_DIM]
+        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd   # [BLOCK_N, HEAD_DIM]
+        in_bounds = offs_n < N
+        if MASK == NO_MASK:     # a full tile: no mask, the fastest load there is
+            k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=offs_n[:, None] < N, other=0.0)
-            v = tl.load(v_ptrs, mask=offs_n[:, None] < N, other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale                            # [BLOCK_M, BLOCK_N], base 2
-        if MASK == 0:
-            m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        else:                   # a tile may stick out past N: keys there load as 0, the mask below hides them
+            k = tl.load(k_ptrs, mask=in_bounds[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=in_bounds[:, None], other=0.0)
+        # 16-bit operands straight into the tensor cores, fp32 accumulation
+        qk = tl.dot(q, tl.trans(k))                          # [BLOCK_M, BLOCK_N] fp32, unscaled
+        if MASK == BOUNDS:
+            qk = tl.where(in_bounds[None, :], qk, float("-inf"))
+        elif MASK == CAUSAL_WINDOW:
+            visible = _window_mask(offs_m, offs_n, WINDOW)
+            qk = tl.where(visible, qk, float("-inf"))
+        # the online softmax update of Problem 3
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
+        if MASK == NO_MASK:
             m_sub = m_ij
         else:
-            if MASK == 1:
-                visible = (offs_n < N)[None, :]
-            else:
-                visible = _window_mask(offs_m, offs_n, WINDOW)
-            qk = tl.where(visible, qk, float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(qk, 1))
             # a row with no visible key so far keeps m_ij = -inf: subtract 0, not -inf (no NaN)
             m_sub = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-        p = tl.math.exp2(qk - m_sub[:, None])
-        alpha = tl.math.exp2(m_i - m_sub)                                 # rescales what came before
+        p = tl.math.exp2(qk * qk_scale - m_sub[:, None])     # [BLOCK_M, BLOCK_N], in [0, 1]
+        alpha = tl.math.exp2(m_i - m_sub)                    # rescale of everything seen so far
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)                  # acc += p @ v, fp32
         m_i = m_ij
     return acc, l_i, m_i
 
@@ -223,7 +232,8 @@ def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride
 # described in "The tiles a program visits" (`hi` is given). Useful: `tl.maximum`, `tl.minimum`,
 # `tl.cdiv(a, b)` (rounds up); `x // BLOCK_N * BLOCK_N` rounds a non-negative `x` down to a tile
 # start. `WINDOW` is `W`, or `N` when the call has no window (then the ranges must reduce to
-# Problem 4's: `lo = full_lo = 0`, `full_hi = (start_m + 1) // BLOCK_N * BLOCK_N`).
+# Problem 4's: `lo = full_lo = 0`, and `full_hi` is Problem 4's `diag_lo`: `start_m` is a multiple of
+# `BLOCK_M`, so `start_m + 1` and `start_m` round down to the same tile start).
 
 # %% solution="p6_kernel" export=true
 # Head count, window and sink sizes change from call to call without changing the code: one
@@ -241,30 +251,32 @@ def _flash_attention_fwd(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # late query tiles first: without a window they see the most keys (with one, all are alike)
-    n_m = tl.cdiv(N, BLOCK_M)                  # one grid axis: query tiles fast, (batch, head) pairs slow
+    n_m = tl.cdiv(N, BLOCK_M)
+    # which query tile, the fast index; causal: late tiles visit the most key tiles, so they go first
     pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
-    off_bh = tl.program_id(0) // n_m
-    b = off_bh // N_Q_HEADS
-    h = off_bh % N_Q_HEADS
-    kv_h = h // GROUP                                                     # GQA, Problem 5
+    pid_bh = tl.program_id(0) // n_m          # which (batch, head)
+    b = pid_bh // N_Q_HEADS
+    h = pid_bh % N_Q_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    # GROUP consecutive query heads share one K/V head: read it in place, no copy
+    kv_h = h // GROUP
     K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
     V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
-    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
 
     start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=offs_m[:, None] < N, other=0.0)                      # [BLOCK_M, HEAD_DIM]
+    offs_m = start_m + tl.arange(0, BLOCK_M)             # [BLOCK_M] query rows of this program
+    offs_d = tl.arange(0, HEAD_DIM)                      # [HEAD_DIM]
+    # the query tile: loaded once, kept on chip for the whole loop; rows past N load as 0
+    q_ptrs = Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # [BLOCK_M, HEAD_DIM], bf16/fp16
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)             # running max, base 2
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                           # running sum of exp2
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)                 # running P @ V
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)   # running max, log2 units
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                 # running sum of exp2
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)       # running sum of p @ v
 
     if IS_CAUSAL:
-        hi = tl.minimum(start_m + BLOCK_M, N)
+        hi = tl.minimum(start_m + BLOCK_M, N)                # one past the last key any row here may see
         ### BEGIN SOLUTION
         # first key tile the window of the first row reaches
         lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N
@@ -274,24 +286,28 @@ def _flash_attention_fwd(
         # before full_hi, keys are at or before the diagonal of the first row, so of every row
         full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
         ### END SOLUTION
+        # window edge: key tiles left of the window of some rows: window mask
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, 2, BLOCK_N)
+                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, CAUSAL_WINDOW, BLOCK_N)
+        # unmasked: key tiles inside every row's window, left of the diagonal: no mask at all
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, 0, BLOCK_N)
+                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, NO_MASK, BLOCK_N)
+        # diagonal: key tiles crossing the diagonal: window mask; tiles past hi are skipped
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, 2, BLOCK_N)
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, CAUSAL_WINDOW, BLOCK_N)
     else:
+        # Problem 3: full key tiles with no mask, then the tail tile with the bounds mask
         n_full = N // BLOCK_N * BLOCK_N
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, 0, BLOCK_N)
+                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, NO_MASK, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, 1, BLOCK_N)
+                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, BOUNDS, BLOCK_N)
 
     # The one division. Every row < N saw its diagonal key, so l_i > 0; rows past N (padding, never
     # stored) may have seen no key at all: divide those by 1 rather than compute 0 / 0.
     acc = acc / tl.where(offs_m < N, l_i, 1.0)[:, None]
-    tl.store(O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
-             acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+    o_ptrs = O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
 
 
 # %% [markdown]
@@ -302,6 +318,9 @@ def _flash_attention_fwd(
 # then and when there is no window: one kernel, no special case.
 
 # %% export=true
+LOG2E = 1.4426950408889634   # log2(e): exp(x) = exp2(x * LOG2E)
+
+
 def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
     """Causal sliding-window attention (key j visible from query i when i - (W-1) <= j <= i), or
     plain causal / non-causal attention, for q [B, Hq, N, D], k and v [B, Hkv, N, D], any strides."""
@@ -311,7 +330,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, is_causal)
     grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * Hq,)
-    qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634      # 1/sqrt(D) * log2(e): scores in base 2
+    qk_scale = 1.0 / math.sqrt(D) * LOG2E
     window = N if window_size is None else min(window_size, N)
     _flash_attention_fwd[grid](
         q, k, v, o, *q.stride(), *k.stride(), *v.stride(), *o.stride(),

@@ -124,53 +124,62 @@ def _sink_window_mask(offs_m, offs_n, WINDOW, SINKS):
 
 
 # %% [markdown]
-# The loop over key tiles `[lo, hi)` is given: Problem 6's, with one more mask.
+# The loop over key tiles `[lo, hi)` is given: Problem 6's, with the `SINKS` argument, the mode
+# `CAUSAL_WINDOW_SINKS` (your `_sink_window_mask`) in place of `CAUSAL_WINDOW`, and one more mode.
 #
 # | `MASK` | keys visible | used for |
 # |---|---|---|
-# | 0 | all | the unmasked phase; every key tile but the last, non-causal |
-# | 1 | `j < N` | the ragged last key tile, non-causal |
-# | 2 | `_sink_window_mask` | window edge and diagonal phases |
-# | 3 | `j < S` | the sink phase |
+# | `NO_MASK` | all | the unmasked phase; every key tile but the last, non-causal |
+# | `BOUNDS` | `j < N` | the ragged last key tile, non-causal |
+# | `CAUSAL_WINDOW_SINKS` | `_sink_window_mask` | window edge and diagonal phases |
+# | `SINK_KEYS` | `j < S` | the sink phase |
 
 # %% export=true
+NO_MASK = tl.constexpr(0)               # every pair of the tile is visible
+BOUNDS = tl.constexpr(1)                # key j visible when j < N
+CAUSAL_WINDOW_SINKS = tl.constexpr(4)   # key j visible from row i when j <= i and (j >= i - (W - 1) or j < S)
+SINK_KEYS = tl.constexpr(5)             # key j visible when j < S: sink tiles, left of every row's window
+
+
 @triton.jit
-def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+def _attn_fwd_tiles(acc, l_i, m_i, q,
+                    K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_d, lo, hi, N, qk_scale, WINDOW, SINKS,
                     MASK: tl.constexpr, BLOCK_N: tl.constexpr):
-    # Online softmax over key tiles [lo, hi).
-    # MASK: 0 = none, 1 = bounds (j < N), 2 = causal & (window | sinks), 3 = sinks only (j < S).
+    """Fold key tiles [lo, hi) into the running state (acc, l_i, m_i) of one query tile."""
     for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASK == 0:
-            k = tl.load(k_ptrs)                                           # [BLOCK_N, HEAD_DIM]
+        start_n = tl.multiple_of(start_n, BLOCK_N)          # aligned: lets the compiler vectorise loads
+        offs_n = start_n + tl.arange(0, BLOCK_N)             # [BLOCK_N] key indices of this tile
+        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd   # [BLOCK_N, HEAD_DIM]
+        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd   # [BLOCK_N, HEAD_DIM]
+        in_bounds = offs_n < N
+        if MASK == NO_MASK:     # a full tile: no mask, the fastest load there is
+            k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=offs_n[:, None] < N, other=0.0)
-            v = tl.load(v_ptrs, mask=offs_n[:, None] < N, other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale                            # [BLOCK_M, BLOCK_N], base 2
-        if MASK == 0:
-            m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        else:                   # a tile may stick out past N: keys there load as 0, the mask below hides them
+            k = tl.load(k_ptrs, mask=in_bounds[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=in_bounds[:, None], other=0.0)
+        # 16-bit operands straight into the tensor cores, fp32 accumulation
+        qk = tl.dot(q, tl.trans(k))                          # [BLOCK_M, BLOCK_N] fp32, unscaled
+        if MASK == BOUNDS:
+            qk = tl.where(in_bounds[None, :], qk, float("-inf"))
+        elif MASK == CAUSAL_WINDOW_SINKS:
+            visible = _sink_window_mask(offs_m, offs_n, WINDOW, SINKS)
+            qk = tl.where(visible, qk, float("-inf"))
+        elif MASK == SINK_KEYS:
+            qk = tl.where((offs_n < SINKS)[None, :], qk, float("-inf"))
+        # the online softmax update of Problem 3
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
+        if MASK == NO_MASK:
             m_sub = m_ij
         else:
-            if MASK == 1:
-                visible = (offs_n < N)[None, :]
-            elif MASK == 2:
-                visible = _sink_window_mask(offs_m, offs_n, WINDOW, SINKS)
-            else:
-                # sink tiles lie left of every row's window and diagonal: only j < S matters
-                visible = (offs_n < SINKS)[None, :]
-            qk = tl.where(visible, qk, float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(qk, 1))
             # a row with no visible key so far keeps m_ij = -inf: subtract 0, not -inf (no NaN)
             m_sub = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-        p = tl.math.exp2(qk - m_sub[:, None])
-        alpha = tl.math.exp2(m_i - m_sub)                                 # rescales what came before
+        p = tl.math.exp2(qk * qk_scale - m_sub[:, None])     # [BLOCK_M, BLOCK_N], in [0, 1]
+        alpha = tl.math.exp2(m_i - m_sub)                    # rescale of everything seen so far
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)                  # acc += p @ v, fp32
         m_i = m_ij
     return acc, l_i, m_i
 
@@ -197,60 +206,69 @@ def _flash_attention_fwd(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # late query tiles first: without a window they see the most keys
-    n_m = tl.cdiv(N, BLOCK_M)                  # one grid axis: query tiles fast, (batch, head) pairs slow
+    n_m = tl.cdiv(N, BLOCK_M)
+    # which query tile, the fast index; causal: late tiles visit the most key tiles, so they go first
     pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
-    off_bh = tl.program_id(0) // n_m
-    b = off_bh // N_Q_HEADS
-    h = off_bh % N_Q_HEADS
-    kv_h = h // GROUP                                                     # GQA, Problem 5
+    pid_bh = tl.program_id(0) // n_m          # which (batch, head)
+    b = pid_bh // N_Q_HEADS
+    h = pid_bh % N_Q_HEADS
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    # GROUP consecutive query heads share one K/V head: read it in place, no copy
+    kv_h = h // GROUP
     K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
     V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
-    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
 
     start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=offs_m[:, None] < N, other=0.0)                      # [BLOCK_M, HEAD_DIM]
+    offs_m = start_m + tl.arange(0, BLOCK_M)             # [BLOCK_M] query rows of this program
+    offs_d = tl.arange(0, HEAD_DIM)                      # [HEAD_DIM]
+    # the query tile: loaded once, kept on chip for the whole loop; rows past N load as 0
+    q_ptrs = Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # [BLOCK_M, HEAD_DIM], bf16/fp16
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)             # running max, base 2
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                           # running sum of exp2
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)                 # running P @ V
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)   # running max, log2 units
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                 # running sum of exp2
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)       # running sum of p @ v
 
     if IS_CAUSAL:
-        # Problem 6's window ranges: edge [lo, full_lo), unmasked [full_lo, full_hi), diagonal [full_hi, hi)
-        hi = tl.minimum(start_m + BLOCK_M, N)
+        hi = tl.minimum(start_m + BLOCK_M, N)                # one past the last key any row here may see
+        # first key tile the window of the first row reaches
         lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N
+        # from full_lo on, keys are inside the window of the last row, so of every row
         last_m = start_m + BLOCK_M - 1
         full_lo = tl.maximum(tl.cdiv(tl.maximum(last_m - (WINDOW - 1), 0), BLOCK_N) * BLOCK_N, lo)
+        # before full_hi, keys are at or before the diagonal of the first row, so of every row
         full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
         ### BEGIN SOLUTION
         # whole tiles holding keys 0 .. S-1, but only those left of the window: the window phases
         # visit (and their mask counts) any sink at or after lo
         sink_hi = tl.minimum(tl.cdiv(SINKS, BLOCK_N) * BLOCK_N, lo)
         ### END SOLUTION
+        # sinks: key tiles left of every row's window, before every row's diagonal: only j < S matters
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, sink_hi, N, qk_scale, WINDOW, SINKS, 3, BLOCK_N)
+                                        offs_m, offs_d, 0, sink_hi, N, qk_scale, WINDOW, SINKS, SINK_KEYS, BLOCK_N)
+        # window edge: key tiles left of the window of some rows: window mask
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, SINKS, CAUSAL_WINDOW_SINKS, BLOCK_N)
+        # unmasked: key tiles inside every row's window, left of the diagonal: no mask at all
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, SINKS, NO_MASK, BLOCK_N)
+        # diagonal: key tiles crossing the diagonal: window mask; tiles past hi are skipped
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, SINKS, CAUSAL_WINDOW_SINKS, BLOCK_N)
     else:
+        # Problem 3: full key tiles with no mask, then the tail tile with the bounds mask
         n_full = N // BLOCK_N * BLOCK_N
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, SINKS, NO_MASK, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, SINKS, 1, BLOCK_N)
+                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, SINKS, BOUNDS, BLOCK_N)
 
     # The one division. Every row < N saw its diagonal key, so l_i > 0; rows past N (padding, never
     # stored) may have seen no key at all: divide those by 1 rather than compute 0 / 0.
     acc = acc / tl.where(offs_m < N, l_i, 1.0)[:, None]
-    tl.store(O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
-             acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+    o_ptrs = O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
 
 
 # %% [markdown]
@@ -261,6 +279,9 @@ def _flash_attention_fwd(
 # means `SINKS = 0`, which turns the sink phase and the `| sinks` term off.
 
 # %% export=true
+LOG2E = 1.4426950408889634   # log2(e): exp(x) = exp2(x * LOG2E)
+
+
 def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
     """Causal attention with a sliding window of `window_size` keys and `sink_size` attention sinks
     (key j visible from query i when j <= i and (j >= i - (W - 1) or j < S)), plain causal or
@@ -269,7 +290,7 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
     o = torch.empty_like(q)
     cfg = attention_tiles(D, q.dtype, is_causal)
     grid = (triton.cdiv(N, cfg["BLOCK_M"]) * B * Hq,)
-    qk_scale = 1.0 / math.sqrt(D) * 1.4426950408889634      # 1/sqrt(D) * log2(e): scores in base 2
+    qk_scale = 1.0 / math.sqrt(D) * LOG2E
     window = N if window_size is None else min(window_size, N)
     sinks = 0 if sink_size is None else min(sink_size, N)
     _flash_attention_fwd[grid](
