@@ -33,6 +33,7 @@ class Case:
                                             # bhdn: [B, H, D, N] storage, the head dim is not innermost
     seed: int = 0
     spread: float = 1.0                     # std of q: > 1 makes peaky softmax rows
+    sink_logits: bool = False               # Problem 9: a learned [Hq] sink logit per query head
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -54,6 +55,8 @@ class Case:
             mask += f" W={self.window_size}"
         if self.sink_size is not None:
             mask += f" S={self.sink_size}"
+        if self.sink_logits:
+            mask += " +sink logits"
         dt = str(self.resolved_dtype).removeprefix("torch.")
         extra = "" if self.layout == "contiguous" else f" {self.layout}"
         return f"B={self.B} {heads} N={self.N} D={self.D} {mask} {dt}{extra}"

@@ -35,3 +35,27 @@ def attention_tiles(head_dim: int, dtype: torch.dtype = None, causal: bool = Fal
     if head_dim <= 64:
         return dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
     return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=1)
+
+
+def backward_tiles(head_dim: int, dtype: torch.dtype = None) -> dict:
+    """Tiles of the FlashAttention-2 backward (Problems 8, 9).
+
+    BLOCK_M1 x BLOCK_N1: the dK/dV kernel, a key tile of BLOCK_N1 rows held in registers while
+    query tiles of BLOCK_M1 rows stream past. BLOCK_M2 x BLOCK_N2: the dQ kernel, the other way
+    round. BLOCK_N1 % BLOCK_M1 == 0 and BLOCK_M2 % BLOCK_N2 == 0, so a diagonal tile of one
+    kernel is a whole number of tiles of the other direction."""
+    attention_tiles(head_dim, dtype)                       # the same head-dim rule
+    if device.TIER == "cpu":
+        # unequal tiles on purpose (as the forward's): ragged edges of both kinds get exercised
+        return dict(BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=4, num_stages=1)
+    cap = device.CAPABILITY
+    if cap >= (9, 0):
+        # the accumulators (dk, dv: 2 x BLOCK_N1 x D fp32; dq: BLOCK_M2 x D) live in registers:
+        # a tall tile on the accumulating side, a short one streaming
+        if head_dim <= 64:
+            return dict(BLOCK_M1=64, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=64, num_warps=8, num_stages=3)
+        return dict(BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32, num_warps=8, num_stages=3)
+    if cap >= (8, 0):
+        return dict(BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=2)
+    # T4: 64 KiB of shared memory, fp16
+    return dict(BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16, num_warps=4, num_stages=1)
