@@ -118,10 +118,15 @@ def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, delta=True, 
     elif group in ("first", "last"):
         g = 0 if group == "first" else G - 1
         dk, dv = dk_h.view(B, Hkv, G, N, D)[:, :, g], dv_h.view(B, Hkv, G, N, D)[:, :, g]
-    else:                                                                # query head h -> K/V head h % Hkv
+    else:
+        # the dK/dV program of K/V head c visits query heads h with h % Hkv == c, recomputing P from
+        # its own k, v and their lse, delta: pairs of the wrong heads
         idx = torch.arange(Hq, device=q.device) % Hkv
-        dk = torch.zeros_like(k).index_add_(1, idx, dk_h)
-        dv = torch.zeros_like(v).index_add_(1, idx, dv_h)
+        kw, vw = k[:, idx], v[:, idx]
+        pw = torch.exp(((q @ kw.transpose(-1, -2)) * scale).masked_fill(~visible, float("-inf")) - lse[..., None])
+        dsw = pw * (do @ vw.transpose(-1, -2) - dlt[..., None])
+        dk = torch.zeros_like(k).index_add_(1, idx, (dsw.transpose(-1, -2) @ q) * scale)
+        dv = torch.zeros_like(v).index_add_(1, idx, pw.transpose(-1, -2) @ do)
     out = dict(o=o, dq=dq, dk=dk, dv=dv)
     if sink is not None:
         sink2 = sink.double()[None, :, None] * (1.0 if sink_base2 else LN2)
@@ -348,6 +353,8 @@ def _generic_hints(wrong, case):
     elif "dv" not in wrong and ("dq" in wrong or "dk" in wrong):
         hints.append("dV is right, so P is right: the error is in dP = dO @ v^T, dS = P * (dP - delta) or how dS "
                      "is multiplied by k (dQ) or q (dK).")
+    elif wrong == ["dv"]:
+        hints.append("only dV is wrong: dV = P^T @ dO, i.e. dv += pT @ do in the dK/dV kernel (pT in dO's dtype).")
     elif "dsink" in wrong and len(wrong) == 1:
         hints.append("only d sink is wrong: d sink_h = -sum over the rows of head h (every batch) of "
                      "P_sink_i * delta_i, with P_sink_i = exp2(sink_h * log2(e) - lse2_i).")

@@ -35,6 +35,7 @@ SLUGS = {
     5: "p5_grouped_query_attention",
     6: "p6_sliding_window",
     7: "p7_attention_sinks",
+    8: "p8_backward_gqa",
 }
 
 
@@ -304,6 +305,86 @@ MUTANTS = [
     M("p7_visits_every_tile", 7,
       ("lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N", "lo = 0"),
       "loops over every key tile (sinks and window by the mask alone): O(N^2)", "O(N^2)", kind="slow"),
+
+    # ---------------------------------------------------------------- Problem 8 (backward, causal GQA)
+    M("p8_no_delta", 8,
+      (("dsT = pT * (dpT - delta[None, :])", "dsT = pT * dpT"), ("ds = p * (dp - delta[:, None])", "ds = p * dp")),
+      "delta forgotten: dS = P * dP in both kernels", "delta is forgotten"),
+    M("p8_no_delta_dq", 8,
+      ("ds = p * (dp - delta[:, None])", "ds = p * dp"),
+      "delta forgotten in the dQ kernel only", "delta is forgotten"),
+    M("p8_lse_natural_log", 8,
+      ("tl.store(LSE_ptr + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < N)",
+       "tl.store(LSE_ptr + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=offs_m < N)"),
+      "the forward stores a natural-log lse; the backward uses exp2", "wrong base"),
+    M("p8_exp_with_lse2", 8,
+      (("pT = tl.math.exp2(qkT - lse[None, :])", "pT = tl.exp(qkT * 0.6931471805599453 - lse[None, :])"),
+       ("p = tl.math.exp2(qk - lse[:, None])", "p = tl.exp(qk * 0.6931471805599453 - lse[:, None])")),
+      "P recomputed with exp of natural-log scores minus the base-2 lse", "wrong base"),
+    M("p8_dq_scale_missing", 8,
+      ("    dq *= sm_scale", "    dq *= 1.0"),
+      "dQ not multiplied by 1/sqrt(D)", ("scale", "dQ")),
+    M("p8_dk_scale_missing", 8,
+      ("    dk *= sm_scale", "    dk *= 1.0"),
+      "dK not multiplied by 1/sqrt(D)", ("scale", "dK")),
+    M("p8_dq_qk_scale", 8,
+      ("*dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale,", "*dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale * LOG2E,"),
+      "dQ scaled by qk_scale (with log2(e)) instead of sm_scale", "qk_scale"),
+    M("p8_group_zeroed_inside", 8,
+      ("""    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for g in range(GROUP):                     # every query head that reads this K/V head adds in
+""", """    for g in range(GROUP):
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+"""),
+      "dk, dv zeroed inside the group loop: only the last query head counts", ("last", "group")),
+    M("p8_group_first_only", 8,
+      ("for g in range(GROUP):", "for g in range(1):"),
+      "only the first query head of each group", ("first", "group")),
+    M("p8_group_modulo", 8,
+      ("h = (kv_h * GROUP + g).to(tl.int64)", "h = (kv_h + g * N_KV_HEADS).to(tl.int64)"),
+      "dK/dV gather the query heads h % Hkv == kv_h", "h // GROUP"),
+    M("p8_dkdv_mask_flipped", 8,
+      ("pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)",
+       "pT = tl.where(offs_m[None, :] <= offs_n[:, None], pT, 0.0)"),
+      "the dK/dV causal mask keeps queries before the key", "dK/dV"),
+    M("p8_dkdv_no_mask", 8,
+      ("    if MASK:\n        pT = tl.where", "    if False:\n        pT = tl.where"),
+      "no causal mask on the diagonal query tiles of the dK/dV kernel", "dK/dV"),
+    M("p8_dq_mask_strict", 8,
+      ("p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)", "p = tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)"),
+      "dQ causal mask hides the diagonal", "dQ"),
+    M("p8_dq_times_v", 8,
+      ("dq += tl.dot(ds.to(k.dtype), k)", "dq += tl.dot(ds.to(v.dtype), v)"),
+      "dQ = dS @ v instead of dS @ k", "dQ"),
+    M("p8_dv_times_q", 8,
+      ("dv += tl.dot(pT.to(do.dtype), do)", "dv += tl.dot(pT.to(q.dtype), q)"),
+      "dV = P^T q instead of P^T dO", "dV"),
+    M("p8_dkdv_grid_floor", 8,
+      ('_attn_bwd_dkdv[(triton.cdiv(N, cfg["BLOCK_N1"]), B * Hkv)]', '_attn_bwd_dkdv[(N // cfg["BLOCK_N1"], B * Hkv)]'),
+      "dK/dV grid N // BLOCK_N1: the ragged last key tile is never written", "never written"),
+    M("p8_dq_grid_hkv", 8,
+      ('_attn_bwd_dq[(triton.cdiv(N, cfg["BLOCK_M2"]), B * Hq)]', '_attn_bwd_dq[(triton.cdiv(N, cfg["BLOCK_M2"]), B * Hkv)]'),
+      "dQ grid over K/V heads: the query heads past Hkv get no dQ", "never written"),
+    M("p8_torch_backward", 8,
+      ("        q, k, v, o, lse = ctx.saved_tensors\n",
+       "        q, k, v, o, lse = ctx.saved_tensors\n"
+       "        G = q.shape[1] // k.shape[1]\n"
+       "        with torch.enable_grad():\n"
+       "            qq, kk, vv = (t.detach().float().requires_grad_() for t in (q, k, v))\n"
+       "            s = qq @ kk.repeat_interleave(G, 1).transpose(-1, -2) / math.sqrt(q.shape[-1])\n"
+       "            if ctx.is_causal:\n"
+       "                s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float('-inf'))\n"
+       "            out = torch.softmax(s, -1) @ vv.repeat_interleave(G, 1)\n"
+       "            g = torch.autograd.grad(out, (qq, kk, vv), do.float())\n"
+       "        return g[0].to(q.dtype), g[1].to(k.dtype), g[2].to(v.dtype), None\n"),
+      "Triton forward, backward by torch autograd of dense attention", "cheating", kind="cheat"),
+    M("p8_sdpa", 8,
+      ("    return FlashAttention.apply(q, k, v, is_causal)\n",
+       "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal, "
+       "enable_gqa=q.shape[1] != k.shape[1])\n"),
+      "PyTorch SDPA (and its autograd) instead of the kernels", "cheating", kind="cheat"),
 ]
 
 

@@ -96,7 +96,7 @@ def test_catalog_matches_the_solutions(mutant):
 def test_catalog_covers_every_problem():
     assert {m.problem for m in GRADED} == set(PROBLEMS)
     assert len([m for m in GRADED if m.kind == "bug"]) >= 25
-    assert {m.problem for m in GRADED if m.kind == "cheat"} >= {1, 3, 4, 5, 6, 7}
+    assert {m.problem for m in GRADED if m.kind == "cheat"} >= {1, 3, 4, 5, 6, 7, 8}
 
 
 @pytest.mark.parametrize("problem", PROBLEMS)
