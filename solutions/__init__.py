@@ -13,4 +13,5 @@ MODULES = (
     "p6_sliding_window",
     "p7_attention_sinks",
     "p8_backward_gqa",
+    "p9_backward_window_sinks",
 )
