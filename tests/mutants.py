@@ -36,6 +36,7 @@ SLUGS = {
     6: "p6_sliding_window",
     7: "p7_attention_sinks",
     8: "p8_backward_gqa",
+    9: "p9_backward_window_sinks",
 }
 
 
@@ -385,6 +386,50 @@ MUTANTS = [
        "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal, "
        "enable_gqa=q.shape[1] != k.shape[1])\n"),
       "PyTorch SDPA (and its autograd) instead of the kernels", "cheating", kind="cheat"),
+
+    # ---------------------------------------------------------------- Problem 9 (backward, window + sinks + logits)
+    M("p9_window_diagonal_only", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = tl.minimum(start_n + BLOCK_N, N)"),
+      "dK/dV loop stops at the key tile's own diagonal: the window not transposed forward", "transposed"),
+    M("p9_window_forward_bound", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = tl.minimum(tl.cdiv(start_n + BLOCK_N - (WINDOW - 1), BLOCK_M) * BLOCK_M, N)"),
+      "the forward's window bound (start - (W - 1)) used for the dK/dV loop: window bounds transposed", "transposed"),
+    M("p9_hi_one_row_short", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 2, BLOCK_M) * BLOCK_M, N)"),
+      "hi from the last query of the window minus one: a query tile is lost when it starts exactly there", "dK/dV"),
+    M("p9_full_hi_rounded_up", 9,
+      ("(start_n + WINDOW) // BLOCK_M * BLOCK_M", "tl.cdiv(start_n + WINDOW, BLOCK_M) * BLOCK_M"),
+      "full_hi rounded up: a query tile partly past the window runs without the mask", "dK/dV"),
+    M("p9_full_hi_from_last_key", 9,
+      ("(start_n + WINDOW) // BLOCK_M * BLOCK_M", "(start_n + BLOCK_N + WINDOW - 1) // BLOCK_M * BLOCK_M"),
+      "full_hi from the tile's last key instead of its first", "dK/dV"),
+    M("p9_no_sink_phase", 9,
+      ("sink_hi = tl.where(start_n < SINKS, N, hi)", "sink_hi = hi"),
+      "no sink phase: sink keys' dK/dV stop at their window", "sink"),
+    M("p9_dsink_sign", 9,
+      ("tl.store(DSink_ptr + pid, -tl.sum(p_sink * delta, 0))", "tl.store(DSink_ptr + pid, tl.sum(p_sink * delta, 0))"),
+      "d sink with the wrong sign", "sign"),
+    M("p9_dsink_base", 9,
+      ("        sink2 = tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634\n",
+       "        sink2 = tl.load(Sink_ptr + h).to(tl.float32)\n"),
+      "d sink from the sink logit in natural units against a base-2 lse", "base"),
+    M("p9_dsink_no_delta", 9,
+      ("tl.store(DSink_ptr + pid, -tl.sum(p_sink * delta, 0))", "tl.store(DSink_ptr + pid, -tl.sum(p_sink, 0))"),
+      "d sink = -sum P_sink (delta forgotten)", "d sink"),
+    M("p9_sink_logit_not_initialised", 9,
+      ("        l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0\n", "        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)\n"),
+      "the forward starts from the sink's max but not its weight: the sink never joins the denominator", "forward"),
+    M("p9_torch_dense", 9,
+      ("    return FlashAttention.apply(q, k, v, sink_logits, is_causal, window, sinks)\n",
+       "    from autograder.capstone import reference_attention_torch\n"
+       "    return reference_attention_torch(q, k, v, is_causal, window_size, sink_size, sink_logits)\n"),
+      "dense PyTorch attention with the sink column", "cheating", kind="cheat"),
+    M("p9_dkdv_loops_to_n", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = N"),
+      "the dK/dV window phases run to N and let the mask drop the rest: O(N^2)", "query tiles", kind="slow"),
+    M("p9_sink_phase_every_tile", 9,
+      ("sink_hi = tl.where(start_n < SINKS, N, hi)", "sink_hi = N"),
+      "every key tile runs the sink phase to N: O(N^2)", "O(N^2)", kind="slow"),
 ]
 
 
@@ -497,6 +542,19 @@ class Outcome:
         return lines[0] if lines else ""
 
 
+def _switch_off_checks():
+    """Replace every check a visible cell may call by a no-op; return what to restore."""
+    import autograder
+    from autograder import algorithm, backward, capstone
+    targets = [(autograder, "check"), (autograder, "check_backward"), (backward, "check_autograd_contract"),
+               (capstone, "train_and_compare"), (algorithm, "check_tile_skipping"),
+               (algorithm, "check_backward_tile_skipping")]
+    switched = [(m, n, getattr(m, n)) for m, n in targets]
+    for m, n in targets:
+        setattr(m, n, lambda *a, **k: None)
+    return switched
+
+
 def _run_cells(module, slug, part):
     import autograder
     imports, tests = notebook_tests(slug)
@@ -509,14 +567,15 @@ def _run_cells(module, slug, part):
         if part == "hidden" and visible.strip():
             # hidden code may use names the visible part of its cell (or an earlier one) defines:
             # run the visible parts too, with autograder.check switched off (pass 1 graded them)
-            check, autograder.check = autograder.check, lambda *a, **k: None
+            switched = _switch_off_checks()
             try:
                 with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                     exec(compile(visible, f"<{cell_id} visible>", "exec"), ns)
             except Exception:          # noqa: BLE001 - already reported by the visible pass
                 pass
             finally:
-                autograder.check = check
+                for module, name, original in switched:
+                    setattr(module, name, original)
         code = visible if part == "visible" else hidden
         if not code.strip():
             continue

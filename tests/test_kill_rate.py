@@ -134,6 +134,11 @@ def test_message_names_the_mistake(results, mutant):
 # the algorithm: tile skipping (autograder.algorithm)
 
 
+def test_backward_reference_skips_tiles():
+    growth = algorithm.check_backward_tile_skipping(mutants.reference(9).flash_attention_forward, 9, verbose=False)
+    assert all(g <= 2.3 for _, _, g in growth.values()), growth
+
+
 @pytest.mark.parametrize("problem", [4, 6, 7])
 def test_references_skip_tiles(problem):
     fn = mutants.reference(problem).flash_attention_forward
@@ -149,7 +154,12 @@ def test_references_skip_tiles(problem):
 @pytest.mark.parametrize("mutant", SLOW, ids=lambda m: m.name)
 def test_slow_mutants_are_reported(mutant):
     fn = mutants.build(mutant).flash_attention_forward
-    if mutant.problem == 4:
+    if mutant.problem == 9:
+        with pytest.raises(AssertionError) as info:
+            algorithm.check_backward_tile_skipping(fn, 9, verbose=False)
+        for w in mutant.words:
+            assert w in str(info.value), str(info.value)
+    elif mutant.problem == 4:
         report = algorithm.check_tile_skipping(fn, 4, verbose=False)
         assert report.warnings, f"{mutant.name}: no warning\n{report}"
         assert any(w.lower() in "\n".join(report.warnings).lower() for w in mutant.words), report

@@ -598,6 +598,7 @@ _BM, _BN = _t["BLOCK_M1"], _t["BLOCK_N1"]
 _N = 3 * _BN + 5
 autograder.check_backward(9, flash_attention_forward, cases=[
     autograder.Case("window", 1, 2, 2, _N, 16, is_causal=True, window_size=_BM, seed=921),
+    autograder.Case("window", 1, 2, 2, _N, 16, is_causal=True, window_size=_BM + 2, seed=924),
     autograder.Case("window", 1, 2, 1, _N, 16, is_causal=True, window_size=_BN + 1, seed=922),
     autograder.Case("window", 1, 4, 2, _N, 16, is_causal=True, window_size=_BM + _BN - 1, seed=923, layout="bnhd"),
 ])
