@@ -52,7 +52,7 @@ def backward_tiles(head_dim: int, dtype: torch.dtype = None) -> dict:
     if cap >= (9, 0):
         # Measured on an H100 (bf16, Triton 3.6, backward alone, 4 configurations x 5 shapes): 32 x 64
         # tiles with 4 warps won every shape (375 vs 353-365 TFLOP/s causal N=16384 D=128; 284 vs
-        # 240-262 window 1024); 128-row accumulator tiles spill registers with D = 128.
+        # 240-262 window 1024).
         return dict(BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=3)
     if cap >= (8, 0):
         return dict(BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=2)
