@@ -427,9 +427,6 @@ MUTANTS = [
     M("p9_dkdv_loops_to_n", 9,
       ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = N"),
       "the dK/dV window phases run to N and let the mask drop the rest: O(N^2)", "query tiles", kind="slow"),
-    M("p9_sink_phase_every_tile", 9,
-      ("sink_hi = tl.where(start_n < SINKS, N, hi)", "sink_hi = N"),
-      "every key tile runs the sink phase to N: O(N^2)", "O(N^2)", kind="slow"),
 ]
 
 

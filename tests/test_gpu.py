@@ -104,3 +104,13 @@ def test_backward_benchmark_and_memory(problem):
     for r in ours:
         # dQ, dK, dV and delta: about 3x the inputs; N x N scores would be > 4 GiB here
         assert r["extra_gib"] < 1.0, r
+
+
+@pytest.mark.skipif(not HOPPER, reason="figures are for H100/H200")
+def test_backward_time_grows_linearly_with_n():
+    fn = bench.reference_solution(9)
+    if fn is None:
+        pytest.skip("Problem 9 is not built")
+    from autograder.algorithm import check_backward_tile_skipping
+    t8k, t16k = check_backward_tile_skipping(fn, 9)
+    assert t16k / t8k <= 2.3

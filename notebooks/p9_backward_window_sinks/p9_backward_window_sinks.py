@@ -327,7 +327,7 @@ def _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 @triton.jit
 def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
                    stride_qn, stride_qd, stride_don, stride_dod,
-                   start_n, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                   start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
                    IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     if IS_CAUSAL:
         diag_hi = tl.minimum(start_n + BLOCK_N, N)
@@ -338,18 +338,21 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
         # a tile holding sinks is seen by every later query
         sink_hi = tl.where(start_n < SINKS, N, hi)
         ### END SOLUTION
+        if chunk == 0:
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale,
+                                     WINDOW, SINKS, 2, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, start_n + BLOCK_N, full_hi, offs_n, offs_d, N,
+                                     qk_scale, WINDOW, SINKS, 0, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, full_hi, hi, offs_n, offs_d, N, qk_scale,
+                                     WINDOW, SINKS, 2, BLOCK_M)
+        # this program's share of the sink phase: chunk c covers [hi + c * SINK_CHUNK, ...)
+        s_lo = hi + chunk * SINK_CHUNK
         dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                 stride_don, stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale,
-                                 WINDOW, SINKS, 2, BLOCK_M)
-        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                 stride_don, stride_dod, start_n + BLOCK_N, full_hi, offs_n, offs_d, N, qk_scale,
-                                 WINDOW, SINKS, 0, BLOCK_M)
-        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                 stride_don, stride_dod, full_hi, hi, offs_n, offs_d, N, qk_scale,
-                                 WINDOW, SINKS, 2, BLOCK_M)
-        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                 stride_don, stride_dod, hi, sink_hi, offs_n, offs_d, N, qk_scale,
-                                 WINDOW, SINKS, 3, BLOCK_M)
+                                 stride_don, stride_dod, s_lo, tl.minimum(sink_hi, s_lo + SINK_CHUNK), offs_n,
+                                 offs_d, N, qk_scale, WINDOW, SINKS, 3, BLOCK_M)
     else:
         dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
                                  stride_don, stride_dod, 0, N, offs_n, offs_d, N, qk_scale,
@@ -358,26 +361,38 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 
 
 # %% [markdown]
-# The rest of the dK/dV kernel is Problem 8's (the group loop included).
+# The rest of the dK/dV kernel is Problem 8's (the group loop included), with one addition for
+# speed. The sink phase of a key tile holding sinks runs to `N`: with `N = 8192` and 8 query heads
+# per K/V head that is 2048 query tiles in one program, while the others do a few dozen, and the
+# whole backward waits for it. So the wrapper launches extra programs for the sink tiles: program
+# `(pid, off_bh)` with `pid >= cdiv(N, BLOCK_N)` takes chunk `c >= 1` of a sink tile's sink phase
+# (`SINK_CHUNK` query rows) and writes its partial `dK, dV` to a float32 buffer; the wrapper adds
+# the chunks (a sum over a small tensor, in a fixed order: deterministic, no atomics). Chunk 0 is
+# done by the tile's own program, after its window phases.
 
 # %% export=true
 @triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS"])
 def _attn_bwd_dkdv(
-    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr,
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, DKS_ptr, DVS_ptr,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    N, N_KV_HEADS, qk_scale, sm_scale, WINDOW, SINKS,
+    N, N_KV_HEADS, qk_scale, sm_scale, WINDOW, SINKS, SINK_CHUNK, N_CHUNKS,
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     off_bh = tl.program_id(1)
     b = off_bh // N_KV_HEADS
     kv_h = off_bh % N_KV_HEADS
-    start_n = tl.program_id(0) * BLOCK_N
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    # programs past the key tiles: chunk 1 .. N_CHUNKS of a sink tile's sink phase
+    extra = tl.maximum(pid - n_tiles, 0)
+    chunk = tl.where(pid < n_tiles, 0, extra % N_CHUNKS + 1)
+    start_n = tl.multiple_of(tl.where(pid < n_tiles, pid, extra // N_CHUNKS) * BLOCK_N, BLOCK_N)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     in_keys = offs_n[:, None] < N
@@ -396,14 +411,22 @@ def _attn_bwd_dkdv(
         dk, dv = _bwd_dkdv_head(dk, dv, k, v, Q_ptr + h * stride_qh, DO_ptr + h * stride_doh,
                                 LSE_ptr + h * N, Delta_ptr + h * N,
                                 stride_qn, stride_qd, stride_don, stride_dod,
-                                start_n, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, IS_CAUSAL, BLOCK_M, BLOCK_N)
+                                start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
+                                IS_CAUSAL, BLOCK_M, BLOCK_N)
     dk *= sm_scale
-    tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh
-             + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
-             mask=in_keys)
-    tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh
-             + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV_ptr.dtype.element_ty),
-             mask=in_keys)
+    if chunk > 0:
+        # a partial sum: [extra, B * Hkv, BLOCK_N, HEAD_DIM] float32, added up by the wrapper
+        part = (extra * tl.num_programs(1) + off_bh).to(tl.int64) * BLOCK_N * HEAD_DIM \
+            + tl.arange(0, BLOCK_N)[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(DKS_ptr + part, dk)
+        tl.store(DVS_ptr + part, dv)
+    else:
+        tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh
+                 + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
+                 mask=in_keys)
+        tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh
+                 + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV_ptr.dtype.element_ty),
+                 mask=in_keys)
 
 
 # %% [markdown]
@@ -525,10 +548,25 @@ class FlashAttention(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         common = dict(IS_CAUSAL=is_causal, GROUP=Hq // Hkv, HEAD_DIM=D,
                       num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-        _attn_bwd_dkdv[(triton.cdiv(N, cfg["BLOCK_N1"]), B * Hkv)](
-            q, k, v, do, lse, delta, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
-            *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks,
-            BLOCK_M=cfg["BLOCK_M1"], BLOCK_N=cfg["BLOCK_N1"], **common)
+        # the sink phase in chunks of about a window's worth of query rows (whole query tiles)
+        bm, bn = cfg["BLOCK_M1"], cfg["BLOCK_N1"]
+        chunk = triton.cdiv(max(window, 256 if q.is_cuda else 2 * bm), bm) * bm
+        sink_tiles = triton.cdiv(sinks, bn) if is_causal and window < N else 0
+        n_chunks = max(triton.cdiv(N, chunk) - 1, 0)
+        n_extra = sink_tiles * n_chunks
+        parts = torch.zeros((2, max(n_extra, 1), B * Hkv, bn, D), device=q.device, dtype=torch.float32)
+        _attn_bwd_dkdv[(triton.cdiv(N, bn) + n_extra, B * Hkv)](
+            q, k, v, do, lse, delta, dk, dv, parts[0], parts[1],
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+            *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks, chunk, max(n_chunks, 1),
+            BLOCK_M=bm, BLOCK_N=bn, **common)
+        if n_extra:
+            # [2, sink tiles, chunks, B, Hkv, bn, D] -> the chunks' sum, as [2, B, Hkv, rows, D]
+            rows = min(sink_tiles * bn, N)
+            extra = parts.view(2, sink_tiles, n_chunks, B, Hkv, bn, D).sum(2)
+            extra = extra.permute(0, 2, 3, 1, 4, 5).reshape(2, B, Hkv, sink_tiles * bn, D)[:, :, :, :rows]
+            dk[:, :, :rows] = (dk[:, :, :rows].float() + extra[0]).to(dk.dtype)      # one rounding
+            dv[:, :, :rows] = (dv[:, :, :rows].float() + extra[1]).to(dv.dtype)
         _attn_bwd_dq[(n_tiles, B * Hq)](
             q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale, window, sinks,
