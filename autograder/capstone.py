@@ -30,7 +30,7 @@ class Config:
     head_dim: int = 16
     seq_len: int = 32
     batch: int = 4
-    steps: int = 12
+    steps: int = 10
     lr: float = 2e-2
     period: int = 4                          # length of the repeated phrase
     window_size: Optional[int] = None        # Problem 9: sliding window, sinks, learned sink logits

@@ -576,7 +576,7 @@ autograder.backward.check_autograd_contract(8, flash_attention_forward)
 # %% [markdown]
 # ## Train with it
 #
-# The capstone: a small GPT (2 layers, 2 query heads sharing 1 K/V head, 64-token context,
+# The capstone: a small GPT (2 layers, 2 query heads sharing 1 K/V head, 32 tokens of context on the CPU tier,
 # a synthetic task generated here: no download) trained twice from the same initial weights,
 # once with your attention and once with PyTorch's (`torch.nn.functional.scaled_dot_product_attention`).
 # The two loss curves must coincide: your gradients are the ones PyTorch would have computed.

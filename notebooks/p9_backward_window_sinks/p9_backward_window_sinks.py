@@ -34,7 +34,7 @@
 # sink logit's gradient. The forward (Problem 7's ranges, plus the sink logit), the tile steps of
 # Problem 8, the dQ kernel and the autograd wrapper are given.
 #
-# **Points**: 10, in eight graded cells (basic + GQA 1, ragged + layout 1, window 2, sinks 2,
+# **Points**: 10, in seven graded cells (basic + GQA 1, ragged + layout 1, window 2, sinks 2,
 # sink logits 2, tile skipping 1, training 1).
 
 # %% export=true
