@@ -92,7 +92,8 @@ LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
 #
 # The dK/dV kernel's schedule for one key tile is the forward's, transposed: causal attention
 # lets query `i` see key `j` when `i >= j`, so a key tile is seen by its own diagonal query tiles
-# (masked) and by *every query tile below it* (unmasked). Here: 16 query rows per tile, 32 keys.
+# (masked) and by *every query tile below it* (unmasked). In the causal mask below, the dQ kernel
+# reads a row (the keys one query sees), the dK/dV kernel a column (the queries that see one key).
 
 # %%
 from autograder import plots
