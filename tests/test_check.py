@@ -126,8 +126,13 @@ def test_batch_offset_ignored(sol):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="problem must be one of"):
-        autograder.check(9, lambda *a: None)
+        autograder.check(10, lambda *a: None)
     with pytest.raises(TypeError, match="fn must be your function"):
         autograder.check(3, "flash_attention_forward")
     with pytest.raises(ValueError, match="no cases in family"):
         autograder.check(3, lambda *a: None, family="sinks")
+
+
+def test_backward_problems_point_to_check_backward(sol):
+    with pytest.raises(ValueError, match="check_backward"):
+        autograder.check(8, sol)
