@@ -394,3 +394,86 @@ def _gpu_scaling(fn, problem, verbose):
     if verbose:
         print(f"Problem {problem}: time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2).")
     return times
+
+
+# ---------------------------------------------------------------------------------------------
+# the backward (Problem 9): both loops must skip what the window hides
+
+
+def _count_backward_loads(fn, n, watch_name):
+    """Run fn forward + backward on [1, 1, n, 16] with the window and sinks of the tile checks;
+    return the 2-D loads of q (watch_name "q") or k ("k") during both passes."""
+    from .backward import GRAD_TOLERANCES, _close, make_inputs, reference_grads
+    from .cases import Case
+    case = Case("algorithm", 1, 1, 1, n, 16, is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS)
+    q, k, v, do, _ = make_inputs(case, 9)
+    for t in (q, k, v):
+        t.requires_grad_()
+    with InterpreterProbe(watch=q if watch_name == "q" else k) as probe:
+        out = fn(q, k, v, **case.mask_kwargs())
+        grads = torch.autograd.grad(out, (q, k, v), do)
+    if probe.memory_error:
+        raise AssertionError(probe.memory_error)
+    ref = reference_grads(q, k, v, do, case)
+    if not all(_close(g.double(), ref[name], GRAD_TOLERANCES[q.dtype]) for g, name in zip(grads, ("dq", "dk", "dv"))):
+        raise AssertionError(f"Problem 9: the gradients are wrong at N={n} {case.mask_kwargs()}: "
+                             f"run autograder.check_backward(9, fn) first.")
+    return probe.counts.key_loads
+
+
+def check_backward_tile_skipping(fn, problem: int = 9, verbose: bool = True):
+    """Problem 9: fail when the query tiles the dK/dV kernel visits (loads of q) or the key tiles
+    the forward and the dQ kernel visit (loads of k) grow like N^2 at a fixed window."""
+    if problem != 9:
+        raise ValueError(f"backward tile skipping is graded for Problem 9, not {problem!r}")
+    if not device.interpreted():
+        return _gpu_backward_scaling(fn, verbose)
+    from .check import NotImplementedYet, _not_implemented
+    n = _WINDOW_N
+    growth = {}
+    try:
+        for name in ("q", "k"):
+            small, big = (_count_backward_loads(fn, m, name) for m in (n, 2 * n))
+            growth[name] = (small, big, big / max(small, 1))
+    except Exception as exc:   # noqa: BLE001 - the release stub raises inside the kernel
+        if _not_implemented(exc):
+            raise NotImplementedYet(f"Problem {problem} is not implemented yet: fill in the cells marked "
+                                    f"`# YOUR CODE HERE` and run them again.") from None
+        raise
+    where = {"q": ("query", "the dK/dV kernel's loop over query tiles",
+                   "a key tile is seen by the queries [start_n, start_n + BLOCK_N + W - 1) (to N only when it "
+                   "holds sinks): stop the window phases at hi, not at N"),
+             "k": ("key", "the dQ kernel's (or the forward's) loop over key tiles",
+                   "start at lo = max(start_m - (W - 1), 0) // BLOCK_N * BLOCK_N, as in Problem 7")}
+    for name, (small, big, g) in growth.items():
+        if g > 2.6:
+            what, loop, fix = where[name]
+            raise AssertionError(
+                f"Problem 9: the gradients are right, but {loop} visits tiles the mask rules out. With "
+                f"W={_WINDOW_W}, S={_SINKS}: {small} {what}-tile loads at N={n}, {big} at N={2 * n} (x{g:.1f}); "
+                f"work O(N * W) doubles with N, O(N^2) quadruples. {fix}.")
+    if verbose:
+        print(f"Problem 9: from N={n} to N={2 * n} at W={_WINDOW_W}, S={_SINKS}, query-tile loads grow "
+              f"x{growth['q'][2]:.1f} and key-tile loads x{growth['k'][2]:.1f}: O(N * W) in both loops.")
+    return growth
+
+
+def _gpu_backward_scaling(fn, verbose):
+    import triton
+    from .cases import Case
+    W = 1024
+    times = []
+    for n in (8192, 16384):
+        case = Case("algorithm", 1, 16, 16, n, 128, is_causal=True, window_size=W, sink_size=4)
+        q, k, v = (t.requires_grad_() for t in case.make_inputs())
+        out = fn(q, k, v, **case.mask_kwargs())
+        do = torch.randn_like(out)
+        times.append(triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True)))
+    growth = times[1] / times[0]
+    if growth > 3.0:
+        raise AssertionError(f"Problem 9: the backward's time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: "
+                             f"O(N^2), not O(N * W) (about x2). Both backward loops must skip the tiles outside "
+                             f"the window and the sinks.")
+    if verbose:
+        print(f"Problem 9: backward time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2).")
+    return times

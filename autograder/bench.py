@@ -63,6 +63,15 @@ SOLUTION_MODULES = {
     5: "solutions.p5_grouped_query_attention",
     6: "solutions.p6_sliding_window",
     7: "solutions.p7_attention_sinks",
+    8: "solutions.p8_backward_gqa",
+    9: "solutions.p9_backward_window_sinks",
+}
+
+# The backward anchors of ../shared/ANCHORS.md and issue 11 (FlexAttention's backward on an H100).
+BACKWARD_SHAPES = {
+    8: [Shape(1, 16, 16, 16384, 128, True), Shape(4, 32, 8, 4096, 128, True)],
+    9: [Shape(1, 16, 16, 16384, 128, True, 1024), Shape(1, 16, 16, 16384, 128, True, 1024, 4),
+        Shape(1, 64, 8, 8192, 64, True, 128, 4)],
 }
 
 
@@ -204,6 +213,74 @@ def _display(fig):
         display(fig)
     except ImportError:
         pass
+
+
+def measure_backward(fn, q, k, v, shape: Shape, name: str):
+    """One record for the backward alone: the forward runs outside the timer, then
+    torch.autograd.grad(out, (q, k, v), dO) is timed. TFLOP/s = 2.5 x the forward's flops over the
+    attended pairs (FlashAttention-2's convention: five matmuls where the forward has two)."""
+    import triton
+    kw = shape.mask_kwargs()
+    rec = {"name": name, "shape": shape.describe(), "N": shape.N, "ms": math.nan, "tflops": math.nan,
+           "extra_gib": math.nan, "note": ""}
+    try:
+        q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+        out = fn(q, k, v, **kw)
+        do = torch.randn_like(out)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        grads = torch.autograd.grad(out, (q, k, v), do, retain_graph=True)
+        torch.cuda.synchronize()
+        rec["extra_gib"] = (torch.cuda.max_memory_allocated() - before) / 2**30
+        del grads
+        ms = triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
+                                     warmup=25, rep=100, return_mode="median")
+    except (NotImplementedError, RuntimeError, ValueError, AssertionError, torch.OutOfMemoryError) as exc:
+        rec["note"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:60]}"
+        torch.cuda.empty_cache()
+        return rec
+    rec["ms"] = ms
+    rec["tflops"] = 2.5 * shape.flops() / (ms * 1e-3) / 1e12
+    return rec
+
+
+def benchmark_backward(problem: int, fn=None, shapes=None, baselines=("reference", "sdpa_flash", "sdpa_cudnn", "flex"),
+                       verbose=True):
+    """Time the backward of `fn` (a differentiable attention) next to the reference solution, SDPA's
+    FlashAttention-2 and cuDNN backends (no window or sinks) and compiled FlexAttention."""
+    if os.environ.get("NBGRADER_EXECUTION") or device.TIER != "gpu":
+        if verbose:
+            print("Benchmark skipped: " + ("grading (NBGRADER_EXECUTION is set)." if device.TIER == "gpu" else
+                  f"it needs a CUDA GPU and this is the {device.TIER.upper()} tier."))
+        return []
+    shapes = shapes if shapes is not None else BACKWARD_SHAPES.get(problem, [])
+    records = []
+    for shape in shapes:
+        torch.manual_seed(0)
+        q = torch.randn(shape.B, shape.Hq, shape.N, shape.D, device="cuda", dtype=device.DTYPE)
+        k = torch.randn(shape.B, shape.Hkv, shape.N, shape.D, device="cuda", dtype=device.DTYPE)
+        v = torch.randn(shape.B, shape.Hkv, shape.N, shape.D, device="cuda", dtype=device.DTYPE)
+        impls = [("yours", fn)] if fn is not None else []
+        for b in baselines:
+            if b == "reference":
+                ref = reference_solution(problem)
+                if ref is not None and ref is not fn:
+                    impls.append(("reference", ref))
+            elif b == "sdpa_flash" and not (shape.window_size or shape.sink_size):
+                impls.append(("SDPA flash", _sdpa("FLASH_ATTENTION")))
+            elif b == "sdpa_cudnn" and not (shape.window_size or shape.sink_size):
+                impls.append(("SDPA cuDNN", _sdpa("CUDNN_ATTENTION")))
+            elif b == "flex":
+                impls.append(("FlexAttention", _flex(shape)))
+        for name, impl in impls:
+            records.append(measure_backward(impl, q, k, v, shape, name))
+        del q, k, v
+        torch.cuda.empty_cache()
+    if verbose:
+        print("backward alone, TFLOP/s = 2.5 x forward flops over attended pairs")
+        print_table(records)
+    return records
 
 
 def print_table(records):

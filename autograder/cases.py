@@ -38,6 +38,7 @@ class Case:
     spread: float = 1.0                     # std of q: > 1 makes peaky softmax rows
     low_score: float = 0.0                  # > 0: every third query row (1, 4, 7...) scores about
                                             # -low_score against every key (exp underflows to 0)
+    sink_logits: bool = False               # Problem 9: a learned [Hq] sink logit per query head
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -62,6 +63,8 @@ class Case:
             mask += f" W={self.window_size}"
         if self.sink_size is not None:
             mask += f" S={self.sink_size}"
+        if self.sink_logits:
+            mask += " +sink logits"
         dt = str(self.resolved_dtype).removeprefix("torch.")
         extra = "" if self.layout == "contiguous" else f" {self.layout}"
         if self.low_score:

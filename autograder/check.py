@@ -254,6 +254,8 @@ def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True
     if problem not in TITLES:
         if problem == 2:
             raise ValueError("Problem 2 has its own checks: autograder.triton_basics.check_*(fn)")
+        if problem in (8, 9):
+            raise ValueError(f"Problem {problem} checks the backward pass: autograder.check_backward({problem}, fn)")
         raise ValueError(f"problem must be one of {sorted(TITLES)}, got {problem!r}")
     if not callable(fn):
         raise TypeError(f"fn must be your function (e.g. flash_attention_forward), got {type(fn).__name__}")

@@ -14,13 +14,15 @@ import time
 import autograder
 from autograder import bench, device
 
-PROBLEMS = {1: bench.SOLUTION_MODULES[1], 2: "solutions.p2_triton_basics", **{p: bench.SOLUTION_MODULES[p] for p in (3, 4, 5, 6, 7)}}
+PROBLEMS = {1: bench.SOLUTION_MODULES[1], 2: "solutions.p2_triton_basics", **{p: bench.SOLUTION_MODULES[p] for p in (3, 4, 5, 6, 7, 8, 9)}}
 
 
 def _check_problem(problem, module):
     if problem == 2:
         from autograder import triton_basics
         return triton_basics.check_all(module, verbose=False)
+    if problem in autograder.backward.TITLES:
+        return autograder.check_backward(problem, module.flash_attention_forward, verbose=False)
     return autograder.check(problem, module.flash_attention_forward, verbose=False)
 
 
@@ -60,6 +62,13 @@ def main(argv=None):
                     records += bench.benchmark(problem, None, baselines=("reference", "sdpa_cudnn", "flex", "naive"),
                                                plot=False, verbose=False)
             print("\nBenchmark (median of triton.testing.do_bench, L2 flushed; TFLOP/s over attended pairs)")
+            bench.print_table(records)
+            records = []
+            for problem in (8, 9):
+                if bench.reference_solution(problem) is not None:
+                    records += bench.benchmark_backward(problem, None, baselines=("reference", "sdpa_cudnn", "flex"),
+                                                        verbose=False)
+            print("\nBackward alone (TFLOP/s = 2.5 x forward flops over attended pairs)")
             bench.print_table(records)
     return 1 if failed else 0
 

@@ -12,4 +12,6 @@ MODULES = (
     "p5_grouped_query_attention",
     "p6_sliding_window",
     "p7_attention_sinks",
+    "p8_backward_gqa",
+    "p9_backward_window_sinks",
 )

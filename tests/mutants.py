@@ -35,6 +35,8 @@ SLUGS = {
     5: "p5_grouped_query_attention",
     6: "p6_sliding_window",
     7: "p7_attention_sinks",
+    8: "p8_backward_gqa",
+    9: "p9_backward_window_sinks",
 }
 
 
@@ -346,6 +348,127 @@ MUTANTS = [
     M("p7_visits_every_tile", 7,
       ("lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N", "lo = 0"),
       "loops over every key tile (sinks and window by the mask alone): O(N^2)", "O(N^2)", kind="slow"),
+
+    # ---------------------------------------------------------------- Problem 8 (backward, causal GQA)
+    M("p8_no_delta", 8,
+      (("dsT = pT * (dpT - delta[None, :])", "dsT = pT * dpT"), ("ds = p * (dp - delta[:, None])", "ds = p * dp")),
+      "delta forgotten: dS = P * dP in both kernels", "delta is forgotten"),
+    M("p8_no_delta_dq", 8,
+      ("ds = p * (dp - delta[:, None])", "ds = p * dp"),
+      "delta forgotten in the dQ kernel only", "delta is forgotten"),
+    M("p8_lse_natural_log", 8,
+      ("tl.store(LSE_ptr + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < N)",
+       "tl.store(LSE_ptr + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=offs_m < N)"),
+      "the forward stores a natural-log lse; the backward uses exp2", "wrong base"),
+    M("p8_exp_with_lse2", 8,
+      (("pT = tl.math.exp2(qkT - lse[None, :])", "pT = tl.exp(qkT * 0.6931471805599453 - lse[None, :])"),
+       ("p = tl.math.exp2(qk - lse[:, None])", "p = tl.exp(qk * 0.6931471805599453 - lse[:, None])")),
+      "P recomputed with exp of natural-log scores minus the base-2 lse", "wrong base"),
+    M("p8_dq_scale_missing", 8,
+      ("    dq *= sm_scale", "    dq *= 1.0"),
+      "dQ not multiplied by 1/sqrt(D)", ("scale", "dQ")),
+    M("p8_dk_scale_missing", 8,
+      ("    dk *= sm_scale", "    dk *= 1.0"),
+      "dK not multiplied by 1/sqrt(D)", ("scale", "dK")),
+    M("p8_dq_qk_scale", 8,
+      ("*dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale,", "*dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale * LOG2E,"),
+      "dQ scaled by qk_scale (with log2(e)) instead of sm_scale", "qk_scale"),
+    M("p8_group_zeroed_inside", 8,
+      ("""    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for g in range(GROUP):                     # every query head that reads this K/V head adds in
+""", """    for g in range(GROUP):
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+"""),
+      "dk, dv zeroed inside the group loop: only the last query head counts", ("last", "group")),
+    M("p8_group_first_only", 8,
+      ("for g in range(GROUP):", "for g in range(1):"),
+      "only the first query head of each group", ("first", "group")),
+    M("p8_group_modulo", 8,
+      ("h = (kv_h * GROUP + g).to(tl.int64)", "h = (kv_h + g * N_KV_HEADS).to(tl.int64)"),
+      "dK/dV gather the query heads h % Hkv == kv_h", "h // GROUP"),
+    M("p8_dkdv_mask_flipped", 8,
+      ("pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)",
+       "pT = tl.where(offs_m[None, :] <= offs_n[:, None], pT, 0.0)"),
+      "the dK/dV causal mask keeps queries before the key", "dK/dV"),
+    M("p8_dkdv_no_mask", 8,
+      ("    if MASK:\n        pT = tl.where", "    if False:\n        pT = tl.where"),
+      "no causal mask on the diagonal query tiles of the dK/dV kernel", "dK/dV"),
+    M("p8_dq_mask_strict", 8,
+      ("p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)", "p = tl.where(offs_n[None, :] < offs_m[:, None], p, 0.0)"),
+      "dQ causal mask hides the diagonal", "dQ"),
+    M("p8_dq_times_v", 8,
+      ("dq += tl.dot(ds.to(k.dtype), k)", "dq += tl.dot(ds.to(v.dtype), v)"),
+      "dQ = dS @ v instead of dS @ k", "dQ"),
+    M("p8_dv_times_q", 8,
+      ("dv += tl.dot(pT.to(do.dtype), do)", "dv += tl.dot(pT.to(q.dtype), q)"),
+      "dV = P^T q instead of P^T dO", "dV"),
+    M("p8_dkdv_grid_floor", 8,
+      ('_attn_bwd_dkdv[(triton.cdiv(N, cfg["BLOCK_N1"]), B * Hkv)]', '_attn_bwd_dkdv[(N // cfg["BLOCK_N1"], B * Hkv)]'),
+      "dK/dV grid N // BLOCK_N1: the ragged last key tile is never written", "never written"),
+    M("p8_dq_grid_hkv", 8,
+      ('_attn_bwd_dq[(triton.cdiv(N, cfg["BLOCK_M2"]), B * Hq)]', '_attn_bwd_dq[(triton.cdiv(N, cfg["BLOCK_M2"]), B * Hkv)]'),
+      "dQ grid over K/V heads: the query heads past Hkv get no dQ", "never written"),
+    M("p8_torch_backward", 8,
+      ("        q, k, v, o, lse = ctx.saved_tensors\n",
+       "        q, k, v, o, lse = ctx.saved_tensors\n"
+       "        G = q.shape[1] // k.shape[1]\n"
+       "        with torch.enable_grad():\n"
+       "            qq, kk, vv = (t.detach().float().requires_grad_() for t in (q, k, v))\n"
+       "            s = qq @ kk.repeat_interleave(G, 1).transpose(-1, -2) / math.sqrt(q.shape[-1])\n"
+       "            if ctx.is_causal:\n"
+       "                s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float('-inf'))\n"
+       "            out = torch.softmax(s, -1) @ vv.repeat_interleave(G, 1)\n"
+       "            g = torch.autograd.grad(out, (qq, kk, vv), do.float())\n"
+       "        return g[0].to(q.dtype), g[1].to(k.dtype), g[2].to(v.dtype), None\n"),
+      "Triton forward, backward by torch autograd of dense attention", "cheating", kind="cheat"),
+    M("p8_sdpa", 8,
+      ("    return FlashAttention.apply(q, k, v, is_causal)\n",
+       "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal, "
+       "enable_gqa=q.shape[1] != k.shape[1])\n"),
+      "PyTorch SDPA (and its autograd) instead of the kernels", "cheating", kind="cheat"),
+
+    # ---------------------------------------------------------------- Problem 9 (backward, window + sinks + logits)
+    M("p9_window_diagonal_only", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = tl.minimum(start_n + BLOCK_N, N)"),
+      "dK/dV loop stops at the key tile's own diagonal: the window not transposed forward", "transposed"),
+    M("p9_window_forward_bound", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = tl.minimum(tl.cdiv(start_n + BLOCK_N - (WINDOW - 1), BLOCK_M) * BLOCK_M, N)"),
+      "the forward's window bound (start - (W - 1)) used for the dK/dV loop: window bounds transposed", "transposed"),
+    M("p9_hi_one_row_short", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 2, BLOCK_M) * BLOCK_M, N)"),
+      "hi from the last query of the window minus one: a query tile is lost when it starts exactly there", "dK/dV"),
+    M("p9_full_hi_rounded_up", 9,
+      ("(start_n + WINDOW) // BLOCK_M * BLOCK_M", "tl.cdiv(start_n + WINDOW, BLOCK_M) * BLOCK_M"),
+      "full_hi rounded up: a query tile partly past the window runs without the mask", "dK/dV"),
+    M("p9_full_hi_from_last_key", 9,
+      ("(start_n + WINDOW) // BLOCK_M * BLOCK_M", "(start_n + BLOCK_N + WINDOW - 1) // BLOCK_M * BLOCK_M"),
+      "full_hi from the tile's last key instead of its first", "dK/dV"),
+    M("p9_no_sink_phase", 9,
+      ("sink_hi = tl.where(start_n < SINKS, N, hi)", "sink_hi = hi"),
+      "no sink phase: sink keys' dK/dV stop at their window", "sink"),
+    M("p9_dsink_sign", 9,
+      ("tl.store(DSink_ptr + pid, -tl.sum(p_sink * delta, 0))", "tl.store(DSink_ptr + pid, tl.sum(p_sink * delta, 0))"),
+      "d sink with the wrong sign", "sign"),
+    M("p9_dsink_base", 9,
+      ("        sink2 = tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634\n",
+       "        sink2 = tl.load(Sink_ptr + h).to(tl.float32)\n"),
+      "d sink from the sink logit in natural units against a base-2 lse", "base"),
+    M("p9_dsink_no_delta", 9,
+      ("tl.store(DSink_ptr + pid, -tl.sum(p_sink * delta, 0))", "tl.store(DSink_ptr + pid, -tl.sum(p_sink, 0))"),
+      "d sink = -sum P_sink (delta forgotten)", "d sink"),
+    M("p9_sink_logit_not_initialised", 9,
+      ("        l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0\n", "        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)\n"),
+      "the forward starts from the sink's max but not its weight: the sink never joins the denominator", "forward"),
+    M("p9_torch_dense", 9,
+      ("    return FlashAttention.apply(q, k, v, sink_logits, is_causal, window, sinks)\n",
+       "    from autograder.capstone import reference_attention_torch\n"
+       "    return reference_attention_torch(q, k, v, is_causal, window_size, sink_size, sink_logits)\n"),
+      "dense PyTorch attention with the sink column", "cheating", kind="cheat"),
+    M("p9_dkdv_loops_to_n", 9,
+      ("hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)", "hi = N"),
+      "the dK/dV window phases run to N and let the mask drop the rest: O(N^2)", "query tiles", kind="slow"),
 ]
 
 
@@ -479,6 +602,19 @@ class Outcome:
         return lines[0] if lines else ""
 
 
+def _switch_off_checks():
+    """Replace every check a visible cell may call by a no-op; return what to restore."""
+    import autograder
+    from autograder import algorithm, backward, capstone
+    targets = [(autograder, "check"), (autograder, "check_backward"), (backward, "check_autograd_contract"),
+               (capstone, "train_and_compare"), (algorithm, "check_tile_skipping"),
+               (algorithm, "check_backward_tile_skipping")]
+    switched = [(m, n, getattr(m, n)) for m, n in targets]
+    for m, n in targets:
+        setattr(m, n, lambda *a, **k: None)
+    return switched
+
+
 def _run_cells(module, slug, part):
     import autograder
     imports, tests = notebook_tests(slug)
@@ -491,14 +627,15 @@ def _run_cells(module, slug, part):
         if part == "hidden" and visible.strip():
             # hidden code may use names the visible part of its cell (or an earlier one) defines:
             # run the visible parts too, with autograder.check switched off (pass 1 graded them)
-            check, autograder.check = autograder.check, lambda *a, **k: None
+            switched = _switch_off_checks()
             try:
                 with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
                     exec(compile(visible, f"<{cell_id} visible>", "exec"), ns)
             except Exception:          # noqa: BLE001 - already reported by the visible pass
                 pass
             finally:
-                autograder.check = check
+                for module, name, original in switched:
+                    setattr(module, name, original)
         code = visible if part == "visible" else hidden
         if not code.strip():
             continue

@@ -225,7 +225,7 @@ def test_batch_offset_ignored(sol):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="problem must be one of"):
-        autograder.check(9, lambda *a: None)
+        autograder.check(10, lambda *a: None)
     with pytest.raises(TypeError, match="fn must be your function"):
         autograder.check(3, "flash_attention_forward")
     with pytest.raises(ValueError, match="no cases in family"):
@@ -265,3 +265,8 @@ def test_problem1_hints_speak_pytorch():
         return p1.flash_attention_forward(q * math.sqrt(q.shape[-1]), k, v, **kw)
     msg = fails(1, no_scale, "WITHOUT the 1/sqrt(D) scale", "sm_scale", family="basic")
     assert not any(w in msg for w in ("exp2", "qk_scale", "tl.", "m_ij", "stride")), msg
+
+
+def test_backward_problems_point_to_check_backward(sol):
+    with pytest.raises(ValueError, match="check_backward"):
+        autograder.check(8, sol)

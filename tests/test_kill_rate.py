@@ -108,7 +108,7 @@ def test_catalog_matches_the_solutions(mutant):
 def test_catalog_covers_every_problem():
     assert {m.problem for m in GRADED} == set(PROBLEMS)
     assert len([m for m in GRADED if m.kind == "bug"]) >= 25
-    assert {m.problem for m in GRADED if m.kind == "cheat"} >= {1, 3, 4, 5, 6, 7}
+    assert {m.problem for m in GRADED if m.kind == "cheat"} >= {1, 3, 4, 5, 6, 7, 8}
 
 
 @cpu_tier
@@ -171,6 +171,12 @@ def test_problem1_messages_speak_pytorch(results):
 
 
 @cpu_tier
+def test_backward_reference_skips_tiles():
+    growth = algorithm.check_backward_tile_skipping(mutants.reference(9).flash_attention_forward, 9, verbose=False)
+    assert all(g <= 2.3 for _, _, g in growth.values()), growth
+
+
+@cpu_tier
 @pytest.mark.parametrize("problem", [4, 6, 7])
 def test_references_skip_tiles(problem):
     fn = mutants.reference(problem).flash_attention_forward
@@ -187,7 +193,12 @@ def test_references_skip_tiles(problem):
 @pytest.mark.parametrize("mutant", SLOW, ids=lambda m: m.name)
 def test_slow_mutants_are_reported(mutant):
     fn = mutants.build(mutant).flash_attention_forward
-    if mutant.problem == 4:
+    if mutant.problem == 9:
+        with pytest.raises(AssertionError) as info:
+            algorithm.check_backward_tile_skipping(fn, 9, verbose=False)
+        for w in mutant.words:
+            assert w in str(info.value), str(info.value)
+    elif mutant.problem == 4:
         report = algorithm.check_tile_skipping(fn, 4, verbose=False)
         assert report.warnings, f"{mutant.name}: no warning\n{report}"
         assert any(w.lower() in "\n".join(report.warnings).lower() for w in mutant.words), report

@@ -31,7 +31,7 @@ REAL_SLUGS = bc.find_slugs(REPO)
 DEMO_SLUG = "p1_demo"
 TARGETS = [("demo", DEMO_SLUG)] + [("repo", slug) for slug in REAL_SLUGS]
 TARGET_IDS = [slug if kind == "repo" else "demo" for kind, slug in TARGETS]
-FA_PROBLEMS = {"p1", "p3", "p4", "p5", "p6", "p7"}    # expose flash_attention_forward
+FA_PROBLEMS = {"p1", "p3", "p4", "p5", "p6", "p7", "p8", "p9"}    # expose flash_attention_forward
 SIGNATURE = "(q, k, v, is_causal=False, window_size=None, sink_size=None)"
 STUB_LINES = {"# YOUR CODE HERE", "raise NotImplementedError()"}
 

@@ -1,0 +1,535 @@
+"""`check_backward(problem, fn)`: gradients of a differentiable attention against float64 autograd.
+
+Problems 8 and 9. For every case: build q, k, v (seeded, maybe non-contiguous) and dO (same layout),
+and for Problem 9 a learned sink logit per query head; compute O and the gradients with float64
+autograd of the dense reference; run `fn` forward and backward under the Guard (Triton launches
+counted, PyTorch attention and matrix products refused, fresh outputs poisoned); then check O,
+dQ, dK, dV (and d sink) element by element. A wrong gradient is explained when it matches the
+gradient of a known mistake: delta forgotten, lse in the wrong base, the scale missing, dK/dV not
+summed over the query-head group, the backward loops' window bounds transposed, ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import torch
+
+from . import device
+from .cases import Case
+from .check import TOLERANCES, CheckFailed, NotImplementedYet, _fail, _not_implemented, run_suite, select_cases
+from .diagnose import locate, whole_output_hypotheses
+from .guard import POISON, Guard
+from .masks import attention_mask, dense_mask
+
+LN2 = math.log(2.0)
+LOG2E = 1.0 / LN2
+
+TITLES = {8: "Backward pass, causal GQA", 9: "Backward pass, sliding window + sinks + learned sink logits"}
+
+# (atol, rtol) for a gradient, atol relative to the largest |reference| element of that gradient:
+# dK sums N products of 16-bit dS and q, so its absolute error grows with its own size.
+GRAD_TOLERANCES = {
+    torch.float32: (2e-4, 2e-4),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (4e-2, 4e-2),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference, and the same math with planted mistakes
+
+
+def _visible(case, N, dev):
+    return dense_mask(attention_mask(**case.mask_kwargs()), N, device=dev)
+
+
+def attention64(q, k, v, visible, sink_logits=None):
+    """Dense float64 attention with a boolean [N, N] mask and optional GPT-OSS sink logits ([Hq]:
+    exp(sink_h) joins every row's softmax denominator, with no value). Differentiable."""
+    q, k, v = q.double(), k.double(), v.double()
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(~visible, float("-inf"))
+    if sink_logits is not None:
+        sink = sink_logits.double()[None, :, None, None].expand(*s.shape[:-1], 1)
+        s = torch.cat([s, sink], -1)
+    p = torch.softmax(s, -1)
+    if sink_logits is not None:
+        p = p[..., :-1]
+    return p @ v
+
+
+def make_inputs(case: Case, problem: int):
+    """q, k, v, dO (dO in the case's layout too) and the sink logits (or None)."""
+    q, k, v = case.make_inputs()
+    do = dataclasses.replace(case, seed=case.seed + 7919, Hkv=case.Hq, spread=1.0).make_inputs()[0]
+    sink = None
+    if problem == 9 and case.sink_logits:
+        gen = torch.Generator().manual_seed(case.seed + 31)
+        sink = (torch.randn(case.Hq, generator=gen) * 1.5 + 0.5).to(device.DEVICE, torch.float32)
+    return q, k, v, do, sink
+
+
+def reference_grads(q, k, v, do, case, sink=None):
+    """O, dQ, dK, dV (and d sink) of the float64 reference, by autograd."""
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    if sink is not None:
+        leaves.append(sink.detach().double().requires_grad_())
+    o = attention64(*leaves[:3], _visible(case, q.shape[2], q.device), leaves[3] if sink is not None else None)
+    grads = torch.autograd.grad(o, leaves, do.double())
+    out = dict(o=o.detach(), dq=grads[0], dk=grads[1], dv=grads[2])
+    if sink is not None:
+        out["dsink"] = grads[3]
+    return out
+
+
+def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, delta=True, dq_factor=1.0,
+                 dk_factor=1.0, group="sum", dkdv_visible=None, dsink_sign=-1.0, sink_base2=True):
+    """The FlashAttention-2 backward in float64 dense math, optionally with one planted mistake.
+
+    p_factor(lse): a per-row factor on the recomputed P (lse in the wrong base); delta=False: dS = P dP;
+    dq_factor / dk_factor: a wrong scale; group: "sum" (right), "first", "last" or "modulo" for
+    how dK/dV gather the query heads; dkdv_visible: the pairs the dK/dV loops visit."""
+    q, k, v, do = q.double(), k.double(), v.double(), do.double()
+    B, Hq, N, D = q.shape
+    Hkv = k.shape[1]
+    G = Hq // Hkv
+    scale = 1 / math.sqrt(D)
+    kk, vv = k.repeat_interleave(G, 1), v.repeat_interleave(G, 1)
+    s = ((q @ kk.transpose(-1, -2)) * scale).masked_fill(~visible, float("-inf"))
+    terms = s if sink is None else torch.cat([s, sink.double()[None, :, None, None].expand(B, Hq, N, 1)], -1)
+    lse = torch.logsumexp(terms, -1)
+    p = torch.exp(s - lse[..., None])
+    o = p @ vv
+    dlt = (do * o).sum(-1)
+    pb = p if p_factor is None else p * p_factor(lse)[..., None]
+    dp = do @ vv.transpose(-1, -2)
+    ds = pb * (dp - dlt[..., None]) if delta else pb * dp
+    dq = (ds @ kk) * scale * dq_factor
+    if dkdv_visible is not None:
+        pb, ds = pb * dkdv_visible, ds * dkdv_visible
+    dk_h = (ds.transpose(-1, -2) @ q) * scale * dk_factor              # [B, Hq, N, D] per query head
+    dv_h = pb.transpose(-1, -2) @ do
+    if group == "sum":
+        dk, dv = dk_h.view(B, Hkv, G, N, D).sum(2), dv_h.view(B, Hkv, G, N, D).sum(2)
+    elif group in ("first", "last"):
+        g = 0 if group == "first" else G - 1
+        dk, dv = dk_h.view(B, Hkv, G, N, D)[:, :, g], dv_h.view(B, Hkv, G, N, D)[:, :, g]
+    else:
+        # the dK/dV program of K/V head c visits query heads h with h % Hkv == c, recomputing P from
+        # its own k, v and their lse, delta: pairs of the wrong heads
+        idx = torch.arange(Hq, device=q.device) % Hkv
+        kw, vw = k[:, idx], v[:, idx]
+        pw = torch.exp(((q @ kw.transpose(-1, -2)) * scale).masked_fill(~visible, float("-inf")) - lse[..., None])
+        dsw = pw * (do @ vw.transpose(-1, -2) - dlt[..., None])
+        dk = torch.zeros_like(k).index_add_(1, idx, (dsw.transpose(-1, -2) @ q) * scale)
+        dv = torch.zeros_like(v).index_add_(1, idx, pw.transpose(-1, -2) @ do)
+    out = dict(o=o, dq=dq, dk=dk, dv=dv)
+    if sink is not None:
+        sink2 = sink.double()[None, :, None] * (1.0 if sink_base2 else LN2)
+        out["dsink"] = dsink_sign * (torch.exp(sink2 - lse) * dlt).sum((0, 2))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# diagnoses
+
+
+def _close(got, want, tol):
+    atol, rtol = tol
+    scale = want.abs().max().clamp(min=1.0) if want.numel() else 1.0
+    return bool(torch.isfinite(got).all()) and bool(((got - want).abs() <= atol * scale + rtol * want.abs()).all())
+
+
+def _hypotheses(case, problem, visible, N, dev):
+    """(keyword arguments of manual_grads, the sentence that names the mistake), most specific first."""
+    hyps = [
+        (dict(delta=False), "dQ and dK match dS = P * dP: delta is forgotten. The softmax's gradient is "
+                            "dS = P * (dP - delta) with delta_i = rowsum(dO_i * O_i) (dV does not use it)."),
+        (dict(p_factor=lambda lse: torch.exp(lse * (1 - LN2))),
+         "the gradients match P recomputed as exp2(qk * qk_scale - lse) with a natural-log lse: the lse is in "
+         "the wrong base. The forward stores lse2 = m_i + log2(l_i) (base 2, the scores' base) and the "
+         "backward computes P = exp2(qk * qk_scale - lse2)."),
+        (dict(p_factor=lambda lse: torch.exp(lse * (1 - LOG2E))),
+         "the gradients match P recomputed as exp(qk * sm_scale - lse2): the stored lse is base 2, so P must "
+         "be exp2(qk * qk_scale - lse2) (qk_scale = sm_scale * log2(e)); the lse is in the wrong base."),
+    ]
+    for which, name in (("dq", "dQ"), ("dk", "dK")):
+        for f, why in ((1 / (1 / math.sqrt(case.D)), f"the 1/sqrt(D) scale is missing from {name}"),
+                       (1 / math.sqrt(case.D), f"{name} is scaled by 1/sqrt(D) twice"),
+                       (LOG2E, f"{name} is scaled by qk_scale (with log2(e)): use sm_scale = 1/sqrt(D)")):
+            hyps.append((dict(**{f"{which}_factor": f}),
+                         f"{why}: {name} = (1/sqrt(D)) * " + ("dS @ k" if which == "dq" else "dS^T @ q")
+                         + ", the scale applied once (qk_scale with log2(e) belongs inside exp2 only)."))
+    if case.Hq != case.Hkv:
+        G = case.Hq // case.Hkv
+        hyps += [
+            (dict(group="last"), f"dK and dV hold only the LAST query head of each group (GROUP = {G}): start "
+                                 "dk, dv at zero once, before the loop over the group, and add every query "
+                                 "head's contribution (dK/dV not summed over the query-head group)."),
+            (dict(group="first"), f"dK and dV hold only the FIRST query head of each group (GROUP = {G}): loop "
+                                  "over every query head h = kv_h * GROUP + g, g < GROUP, and add their "
+                                  "contributions (dK/dV not summed over the query-head group)."),
+            (dict(group="modulo"), "dK and dV sum the query heads h with h % Hkv == kv_h; the course rule is "
+                                   "kv_h = h // GROUP: the group of kv_h is h = kv_h * GROUP + g, g < GROUP."),
+        ]
+    if case.is_causal and N > 16:
+        idx = torch.arange(N, device=dev)
+        diff = idx[:, None] - idx[None, :]                               # i - j
+        for bn in (16, 32, 64, 128):
+            near = diff < (idx[None, :] // bn * bn + bn - idx[None, :])   # i < start of j's tile + bn
+            near = near | (idx[None, :] < (case.sink_size or 0))            # a sink phase may still run
+            hyps.append((dict(dkdv_visible=visible & near),
+                         f"dK/dV of key tile [start_n, start_n + {bn}) got only the query tiles up to the key "
+                         f"tile's own diagonal: the window bounds are transposed in the dK/dV loop. A key j "
+                         f"is seen by the queries AFTER it, i in [j, j + W - 1] (W = N without a window; and "
+                         f"every i >= j when j < S): "
+                         f"loop over query tiles from start_n to start_n + BLOCK_N + W - 1, not from "
+                         f"start_n - (W - 1) as in the forward."))
+        if case.sink_size and case.window_size is not None and case.window_size < N:
+            win = dense_mask(attention_mask(True, case.window_size, None), N, device=dev)
+            hyps.append((dict(dkdv_visible=win),
+                         "dK/dV of the sink keys miss the queries past their window: a key tile holding "
+                         "sinks (start_n < S) is seen by every later query, so its dK/dV loop continues to N "
+                         "(the sink phase, mask j < S)."))
+    if case.sink_logits:
+        hyps += [
+            (dict(dsink_sign=1.0), "d sink_h has the wrong sign: d sink_h = -sum_i P_sink_i * delta_i "
+                                   "(raising the sink logit takes probability away from every key)."),
+            (dict(sink_base2=False), "d sink_h uses the sink logit in the wrong base: the scores are base 2, so "
+                                     "P_sink_i = exp2(sink_h * log2(e) - lse2_i)."),
+        ]
+    return hyps
+
+
+def gradient_hypothesis(q, k, v, do, sink, case, problem, got, wrong, tol):
+    """A sentence when the wrong gradients equal those of a known mistake, else None."""
+    N = q.shape[2]
+    visible = _visible(case, N, q.device)
+    for kw, why in _hypotheses(case, problem, visible, N, q.device):
+        alt = manual_grads(q, k, v, do, visible, sink, **kw)
+        if all(_close(got[name].double(), alt[name], tol) for name in wrong):
+            return why
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the check
+
+_NAMES = {"dq": "dQ (q.grad)", "dk": "dK (k.grad)", "dv": "dV (v.grad)", "dsink": "d sink (sink_logits.grad)"}
+
+
+def _run(problem, fn, case, q, k, v, do, sink):
+    """Forward and backward of `fn` under the Guard; the output and the gradients."""
+    leaves = [q, k, v] + ([sink] if sink is not None else [])
+    for t in leaves:
+        t.requires_grad_(True)
+    kwargs = case.mask_kwargs()
+    if sink is not None:
+        kwargs["sink_logits"] = sink
+    guard = Guard(triton_problem=True, seq_len=case.N)
+    t0 = time.perf_counter()
+    try:
+        with guard:
+            out = fn(q, k, v, **kwargs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"expected the output tensor, got {type(out).__name__}")
+            if not out.requires_grad:
+                raise CheckFailed(
+                    f"Problem {problem}: the output does not require grad, so autograd cannot call your "
+                    f"backward: return FlashAttention.apply(...) (a torch.autograd.Function), and do not "
+                    f"detach or compute the output under torch.no_grad().")
+            grads = torch.autograd.grad(out, leaves, do, allow_unused=True)
+            if device.TIER == "gpu":
+                torch.cuda.synchronize()
+    except CheckFailed:
+        raise
+    except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
+        if _not_implemented(exc):
+            raise NotImplementedYet(
+                f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "
+                f"and run them again.") from None
+        from .reference import ReferenceCalledError
+        if isinstance(exc, ReferenceCalledError):
+            _fail(case, problem, f"cheating detected: {exc}")
+        summary = "".join(__import__("traceback").format_exception_only(type(exc), exc)).strip()[:1500]
+        _fail(case, problem, f"your function (forward + backward) raised {summary}",
+              [f"reproduce it: q, k, v = autograder.{case!r}.make_inputs(); q.requires_grad_() (and k, v); "
+               f"fn(q, k, v, **{case.mask_kwargs()!r}).backward(torch.randn_like(q))"])
+    finally:
+        for t in leaves:
+            t.requires_grad_(False)
+    names = ["dq", "dk", "dv"] + (["dsink"] if sink is not None else [])
+    return out.detach(), dict(zip(names, grads)), guard, time.perf_counter() - t0
+
+
+def check_backward_case(problem: int, fn, case: Case):
+    """Run one case forward and backward; raise AssertionError with a diagnosis if it fails."""
+    from .check import CaseResult
+    q, k, v, do, sink = make_inputs(case, problem)
+    ref = reference_grads(q, k, v, do, case, sink)
+    before = [t.clone() for t in (q, k, v, do)]
+    out, grads, guard, seconds = _run(problem, fn, case, q, k, v, do, sink)
+    cheat = guard.cheat_message()
+    if cheat:
+        _fail(case, problem, "cheating detected: " + cheat + " (forward and backward are both graded)")
+    if guard.memory_error:
+        _fail(case, problem, guard.memory_error)
+    for name, t0, t in zip(("q", "k", "v", "dO"), before, (q, k, v, do)):
+        if not torch.equal(t0, t):
+            _fail(case, problem, f"your function modified {name}: write gradients into new tensors.")
+    # the forward first: a wrong O makes every gradient wrong
+    atol, rtol = TOLERANCES[case.resolved_dtype]
+    bad = (out.double() - ref["o"]).abs() > atol + rtol * ref["o"].abs()
+    if bad.any() or not torch.isfinite(out).all():
+        where, hints = locate(bad | ~torch.isfinite(out), out.shape)
+        why = whole_output_hypotheses(q, k, v, out, case, atol, rtol) if sink is None else None
+        _fail(case, problem, f"the forward output O is wrong ({where}): fix the forward before the gradients.",
+              ([why] if why else []) + hints)
+    tol = GRAD_TOLERANCES[case.resolved_dtype]
+    shapes = dict(dq=q, dk=k, dv=v, dsink=sink)
+    wrong, worst = [], 0.0
+    for name, want in ((n, ref[n]) for n in grads):
+        g = grads[name]
+        if g is None:
+            _fail(case, problem, f"{_NAMES[name]} is None: backward must return a gradient for every input "
+                                 f"(in forward's argument order; None only for is_causal and the mask sizes).")
+        like = shapes[name]
+        if tuple(g.shape) != tuple(like.shape) or g.dtype != like.dtype:
+            _fail(case, problem, f"{_NAMES[name]} has shape {tuple(g.shape)} and dtype {g.dtype}; expected "
+                                 f"{tuple(like.shape)} {like.dtype} (the input's).")
+        gd = g.double()
+        if name != "dsink" and (gd == torch.tensor(POISON, dtype=g.dtype).double()).all(-1).any():
+            rows = (gd == torch.tensor(POISON, dtype=g.dtype).double()).all(-1)
+            where, hints = locate(rows[..., None].expand_as(gd), g.shape)
+            kernel = "dK/dV" if name in ("dk", "dv") else "dQ"
+            _fail(case, problem, f"{int(rows.sum())} row(s) of {_NAMES[name]} were never written ({where}).",
+                  hints + [f"the {kernel} kernel's grid must cover every "
+                           + ("key tile of every K/V head: (cdiv(N, BLOCK_N1), B * Hkv)" if kernel == "dK/dV"
+                              else "query tile of every query head: (cdiv(N, BLOCK_M2), B * Hq)")
+                           + ", and each store is masked with < N, not a smaller bound."])
+        if not torch.isfinite(gd).all():
+            where, hints = locate(~torch.isfinite(gd) if gd.dim() == 4 else ~torch.isfinite(gd)[None, :, None, None],
+                                  g.shape if gd.dim() == 4 else (1, g.shape[0], 1, 1))
+            _fail(case, problem, f"{_NAMES[name]} has NaN or inf ({where}).",
+                  hints + ["P = exp2(qk * qk_scale - lse2) needs the lse the forward stored for that row; rows past N "
+                           "must load lse with other=+inf (P = 0) and q, dO with other=0; a masked pair gets P = 0 "
+                           "(tl.where(mask, p, 0.0)), not a score of -inf minus -inf."])
+        if not _close(gd, want, tol):
+            wrong.append(name)
+        worst = max(worst, float((gd - want).abs().max()))
+    if wrong:
+        why = gradient_hypothesis(q, k, v, do, sink, case, problem, grads, wrong, tol)
+        lines = []
+        for name in wrong:
+            gd, want = grads[name].double(), ref[name]
+            err = (gd - want).abs()
+            if name == "dsink":
+                h = int(err.argmax())
+                lines.append(f"{_NAMES[name]}: max |err| {err.max().item():.3g}; head {h}: got "
+                             f"{gd[h].item():.5g}, expected {want[h].item():.5g}")
+                continue
+            scale = want.abs().max().clamp(min=1.0).item()
+            bad = err > tol[0] * scale + tol[1] * want.abs()
+            where, _ = locate(bad, gd.shape)
+            lines.append(f"{_NAMES[name]}: {int(bad.sum())} of {bad.numel()} elements off (max |err| "
+                         f"{err.max().item():.3g}, largest |ref| {want.abs().max().item():.3g}) at {where}")
+        right = [_NAMES[n].split()[0] for n in grads if n not in wrong]
+        msg = "; ".join(lines) + (f". Right: {', '.join(right)}." if right else ".")
+        hints = [why] if why else _generic_hints(wrong, case)
+        _fail(case, problem, msg, hints)
+    return CaseResult(case, worst, seconds, len(guard.launches))
+
+
+def _generic_hints(wrong, case):
+    hints = []
+    if "dv" in wrong and "dk" in wrong and "dq" not in wrong:
+        hints.append("dQ is right but dK/dV are not: look at the dK/dV kernel (its query-tile loop, its mask "
+                     "pT = 0 where the query is before the key, and the sum over the query-head group).")
+    elif "dq" in wrong and "dk" not in wrong and "dv" not in wrong:
+        hints.append("dK and dV are right but dQ is not: look at the dQ kernel's step (ds @ k) and its key-tile "
+                     "loop and masks.")
+    elif "dv" not in wrong and ("dq" in wrong or "dk" in wrong):
+        hints.append("dV is right, so P is right: the error is in dP = dO @ v^T, dS = P * (dP - delta) or how dS "
+                     "is multiplied by k (dQ) or q (dK).")
+    elif wrong == ["dv"]:
+        hints.append("only dV is wrong: dV = P^T @ dO, i.e. dv += pT @ do in the dK/dV kernel (pT in dO's dtype).")
+    elif "dsink" in wrong and len(wrong) == 1:
+        hints.append("only d sink is wrong: d sink_h = -sum over the rows of head h (every batch) of "
+                     "P_sink_i * delta_i, with P_sink_i = exp2(sink_h * log2(e) - lse2_i).")
+    if case.layout != "contiguous":
+        hints.append(f"this case's q, k, v and dO are strided views ({case.layout} layout): address every "
+                     "tensor with its own strides, dO and the gradients included.")
+    return hints
+
+
+def check_backward(problem: int, fn, family: str = None, cases=None, verbose: bool = True):
+    """Check `fn` forward and backward on problem `problem`'s visible cases (or `cases`)."""
+    if problem not in TITLES:
+        raise ValueError(f"check_backward is for Problems 8 and 9, got {problem!r}")
+    if not callable(fn):
+        raise TypeError(f"fn must be your function (e.g. flash_attention_forward), got {type(fn).__name__}")
+    cases = select_cases(backward_cases(problem) if cases is None else cases, family)
+    return run_suite(problem, f"Problem {problem}", cases, lambda case: check_backward_case(problem, fn, case),
+                     verbose)
+
+
+def try_backward(fn, case: Case, problem: int = None):
+    """Run `fn` forward and backward once; print the largest error of each gradient. Never raises for
+    the release stub or a wrong answer; returns the gradients (None when not implemented yet)."""
+    problem = problem or (9 if case.window_size or case.sink_size or case.sink_logits else 8)
+    q, k, v, do, sink = make_inputs(case, problem)
+    ref = reference_grads(q, k, v, do, case, sink)
+    leaves = [t.requires_grad_() for t in (q, k, v)] + ([sink.requires_grad_()] if sink is not None else [])
+    kwargs = case.mask_kwargs() | ({"sink_logits": sink} if sink is not None else {})
+    try:
+        out = fn(q, k, v, **kwargs)
+        grads = torch.autograd.grad(out, leaves, do, allow_unused=True)
+    except Exception as exc:   # noqa: BLE001
+        if _not_implemented(exc):
+            print("not implemented yet: fill in the cells marked `# YOUR CODE HERE`, run them, then this cell.")
+            return None
+        raise
+    names = ["o", "dq", "dk", "dv", "dsink"][:len(grads) + 1]
+    print(case.describe())
+    for name, got in zip(names, [out] + list(grads)):
+        if got is None:
+            print(f"  {name:6s} None")
+            continue
+        err = (got.detach().double() - ref[name]).abs().nan_to_num(nan=float("inf"))
+        print(f"  {name:6s} max |err| {err.max().item():.2e}   (largest |ref| {ref[name].abs().max().item():.2e})")
+    return dict(zip(names[1:], grads))
+
+
+# ---------------------------------------------------------------------------------------------
+# the autograd contract
+
+
+def check_autograd_contract(problem: int, fn, verbose: bool = True):
+    """What a user of a torch.autograd.Function relies on, beyond the numbers."""
+    case = Case("autograd", 1, 2, 1, 20, 16, is_causal=True, seed=99,
+                window_size=8 if problem == 9 else None, sink_size=2 if problem == 9 else None)
+    q, k, v, do, _ = make_inputs(case, problem)
+    kw = case.mask_kwargs()
+    fail = lambda msg: (_ for _ in ()).throw(CheckFailed(f"Problem {problem}, autograd contract: {msg}"))  # noqa: E731
+    try:
+        with torch.no_grad():
+            out = fn(q, k, v, **kw)
+        if out.requires_grad:
+            fail("under torch.no_grad() (or with inputs that need no grad) the output must not require grad.")
+        ref = reference_grads(q, k, v, do, case)
+        k.requires_grad_()                            # only k asks for a gradient
+        out = fn(q, k, v, **kw)
+        if not out.requires_grad:
+            fail("k requires grad, the output does not: return FlashAttention.apply(...), not a detached tensor.")
+        out.backward(do.transpose(-1, -2).contiguous().transpose(-1, -2))   # a non-contiguous dO
+        if q.grad is not None or v.grad is not None:
+            fail("q and v did not ask for gradients but got some.")
+        if k.grad is None or not _close(k.grad.double(), ref["dk"], GRAD_TOLERANCES[case.resolved_dtype]):
+            fail("k.grad is missing or wrong when only k requires grad and dO is not contiguous.")
+        g1 = k.grad.clone()
+        out2 = fn(q, k, v, **kw)
+        out2.backward(do)
+        if not _close(k.grad.double(), 2 * g1.double(), GRAD_TOLERANCES[case.resolved_dtype]):
+            fail("a second forward + backward must add into k.grad (autograd accumulates); got something else.")
+    except CheckFailed:
+        raise
+    except Exception as exc:   # noqa: BLE001
+        if _not_implemented(exc):
+            raise NotImplementedYet(f"Problem {problem} is not implemented yet: fill in the cells marked "
+                                    f"`# YOUR CODE HERE` and run them again.") from None
+        raise CheckFailed(f"Problem {problem}, autograd contract: your function raised "
+                          f"{type(exc).__name__}: {exc}") from None
+    if verbose:
+        print(f"Problem {problem}: the autograd contract holds (no_grad, partial requires_grad, "
+              f"non-contiguous dO, gradient accumulation).")
+
+
+# ---------------------------------------------------------------------------------------------
+# cases
+
+
+def _c(family, B, Hq, Hkv, N, D, **kw):
+    return Case(family, B, Hq, Hkv, N, D, **kw)
+
+
+def backward_cases(problem: int, tier: str = None):
+    """The visible cases of Problems 8 and 9 on this tier."""
+    tier = tier or device.TIER
+    if problem not in TITLES:
+        raise ValueError(f"no backward cases for problem {problem!r}")
+    ck = dict(is_causal=True)
+    f32 = torch.float32
+    if tier == "cpu":
+        # the interpreter runs four kernels per case: keep N and the head counts small
+        cases = [
+            _c("basic", 1, 2, 2, 64, 16, seed=1, **ck),
+            _c("basic", 1, 1, 1, 48, 32, dtype=f32, seed=2, is_causal=False),
+            _c("ragged", 2, 2, 2, 45, 16, seed=3, **ck),          # N not a multiple of any tile
+            _c("ragged", 2, 1, 1, 5, 16, seed=4, **ck),           # N smaller than a tile
+            _c("ragged", 1, 2, 2, 1, 32, seed=5, **ck),           # a single token
+            _c("ragged", 1, 2, 2, 41, 16, seed=6, is_causal=False, spread=3.0),
+            _c("layout", 2, 2, 2, 24, 16, layout="bnhd", seed=7, **ck),
+            _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, is_causal=False),
+            _c("layout", 1, 2, 1, 20, 16, layout="bhdn", seed=16, **ck),
+            _c("headdim", 1, 1, 1, 23, 64, seed=9, **ck),
+            _c("gqa", 1, 4, 2, 37, 16, seed=10, **ck),
+            _c("gqa", 2, 4, 1, 20, 16, seed=11, layout="bnhd", **ck),
+            _c("gqa", 1, 4, 2, 33, 16, seed=12, is_causal=False),
+        ]
+    else:
+        cases = [
+            _c("basic", 2, 4, 4, 512, 64, seed=1, **ck),
+            _c("basic", 1, 2, 2, 256, 64, dtype=torch.float16, seed=2, is_causal=False),
+            _c("ragged", 2, 2, 2, 1000, 64, seed=3, **ck),
+            _c("ragged", 2, 2, 2, 17, 64, seed=4, **ck),
+            _c("ragged", 1, 2, 2, 1, 128, seed=5, **ck),
+            _c("ragged", 1, 4, 4, 777, 128, seed=6, spread=3.0, is_causal=False),
+            _c("layout", 2, 4, 4, 333, 64, layout="bnhd", seed=7, **ck),
+            _c("layout", 1, 2, 2, 300, 64, layout="padded", seed=8, is_causal=False),
+            _c("layout", 1, 2, 2, 200, 64, layout="bhdn", seed=16, **ck),
+            _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
+            _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
+            _c("headdim", 1, 4, 4, 2048, 128, seed=11, **ck),
+            _c("gqa", 2, 8, 2, 1000, 64, seed=12, **ck),
+            _c("gqa", 1, 8, 4, 517, 128, seed=13, layout="bnhd", **ck),
+            _c("gqa", 2, 4, 4, 300, 64, seed=14, is_causal=False),
+            _c("gqa", 1, 16, 4, 1024, 128, seed=15, **ck),
+        ]
+    if problem == 9:
+        cases += _window_sink_cases(tier)
+    return cases
+
+
+def _window_sink_cases(tier):
+    w = dict(is_causal=True)
+    if tier == "cpu":
+        return [
+            _c("window", 1, 2, 2, 70, 16, window_size=1, seed=20, **w),           # only the diagonal
+            _c("window", 1, 2, 1, 70, 16, window_size=5, seed=21, **w),           # W below a tile
+            _c("window", 1, 2, 2, 90, 16, window_size=18, seed=22, **w),          # W - 1 one past a query tile
+            _c("window", 1, 4, 2, 50, 32, window_size=64, seed=23, **w),          # W >= N
+            _c("window", 1, 2, 2, 80, 16, window_size=45, seed=24, layout="bnhd", **w),
+            _c("sinks", 1, 2, 1, 70, 16, window_size=8, sink_size=1, seed=31, **w),
+            _c("sinks", 1, 2, 2, 90, 16, window_size=5, sink_size=12, seed=32, **w),   # S > W
+            _c("sinks", 1, 4, 2, 100, 16, window_size=17, sink_size=40, seed=33, **w),  # S across a key tile
+            _c("sinks", 1, 2, 2, 40, 16, window_size=64, sink_size=3, seed=35, **w),    # W >= N
+            _c("logits", 1, 2, 2, 40, 16, seed=40, sink_logits=True, **w),              # plain causal + logits
+            _c("logits", 1, 4, 2, 70, 16, window_size=9, sink_size=4, seed=41, sink_logits=True, **w),
+            _c("logits", 2, 2, 1, 33, 16, seed=42, sink_logits=True, is_causal=False),
+        ]
+    return [
+        _c("window", 1, 4, 4, 1000, 64, window_size=1, seed=20, **w),
+        _c("window", 2, 4, 2, 1500, 64, window_size=37, seed=21, **w),
+        _c("window", 1, 8, 2, 2049, 128, window_size=300, seed=22, **w),
+        _c("window", 1, 4, 2, 2048, 128, window_size=1024, seed=24, layout="bnhd", **w),
+        _c("sinks", 2, 4, 2, 1500, 64, window_size=100, sink_size=1, seed=31, **w),
+        _c("sinks", 1, 8, 2, 2000, 128, window_size=20, sink_size=70, seed=32, **w),
+        _c("sinks", 1, 4, 4, 1031, 128, window_size=129, sink_size=130, seed=33, **w),
+        _c("logits", 1, 8, 2, 1024, 64, seed=40, sink_logits=True, **w),
+        _c("logits", 1, 8, 2, 2048, 128, window_size=128, sink_size=4, seed=41, sink_logits=True, **w),
+        _c("logits", 2, 4, 4, 500, 64, seed=42, sink_logits=True, is_causal=False),
+    ]

@@ -1,0 +1,727 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Problem 9: the backward with a sliding window, sinks and learned sink logits
+#
+# GPT-OSS-style models attend through a sliding window, keep StreamingLLM sink keys visible
+# (Problem 7), and add one more ingredient: a **learned sink logit** per query head, `sink_h`,
+# that joins every row's softmax denominator without contributing a value,
+#
+# $$P_{ij} = \frac{e^{s_{ij}}}{e^{\mathrm{sink}_h} + \sum_{j'} e^{s_{ij'}}}, \qquad O_i = \sum_j P_{ij} v_j ,$$
+#
+# so a head can put weight on "nothing" (the rows of `P` sum to less than 1). Fine-tuning such a
+# model needs the backward of exactly this attention. This problem builds it on Problem 8.
+#
+# **What you will learn**
+#
+# * the dK/dV kernel's loop is the forward's window *transposed*: a key is seen by the `W` queries
+#   that come after it, and a sink key by every later query. Skipping the other query tiles keeps
+#   the backward `O(N * W)`, like the forward;
+# * the gradient of a learned logit that has no value vector: derive it, implement it in the
+#   `delta` kernel, check it against autograd;
+# * how much of Problem 8 carries over unchanged (the `dS` formula, the dQ kernel's loop = the
+#   forward's ranges) and why.
+#
+# **What you write**: the query-tile ranges of the dK/dV kernel (window and sink phases) and the
+# sink logit's gradient. The forward (Problem 7's ranges, plus the sink logit), the tile steps of
+# Problem 8, the dQ kernel and the autograd wrapper are given.
+#
+# **Points**: 10, in seven graded cells (basic + GQA 1, ragged + layout 1, window 2, sinks 2,
+# sink logits 2, tile skipping 1, training 1).
+
+# %% export=true
+import autograder  # first: picks the GPU or the CPU tier (Triton interpreter) before any kernel is defined
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from autograder.tiles import attention_tiles, backward_tiles
+
+LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
+
+# %% [markdown]
+# ## The idea
+#
+# ### Which queries see a key tile
+#
+# Key `j` is visible from query `i` when `j <= i` and (`j >= i - (W - 1)` or `j < S`). Read
+# along a *column* (fixed `j`), that is: `i` in `[j, j + W - 1]`, and, when `j` is a sink, every
+# `i >= j`. For a key tile `[start_n, start_n + BLOCK_N)` the dK/dV kernel visits query tiles in
+# four phases (rows `>= N` load as zeros with `lse = +inf`, so overshooting `N` inside a tile is
+# harmless):
+#
+# | phase | query rows | mask |
+# |---|---|---|
+# | diagonal | `[start_n, start_n + BLOCK_N)` | `causal & (window \| sinks)` |
+# | unmasked | `[start_n + BLOCK_N, full_hi)`: tiles whose every query sees every key of the tile | none |
+# | window edge | `[full_hi, hi)`, `hi` = the tile boundary at or after `start_n + BLOCK_N + W - 1` | `causal & (window \| sinks)` |
+# | sinks | `[hi, N)`, only when the key tile holds sinks (`start_n < S`) | `j < S` |
+#
+# Read along a row, the same mask gives the forward's ranges (Problem 7), which the dQ kernel
+# reuses unchanged. The mask, `W = 6`, `S = 4`: a column is the set of queries a key's gradient
+# collects from.
+
+# %%
+from autograder import plots
+
+plots.show_mask(is_causal=True, window_size=6, sink_size=4, n=32)
+
+# %% [markdown]
+# ### The sink logit's gradient
+#
+# Write `lse_i = log(e^{sink_h} + sum_j e^{s_ij})` and `P_sink_i = exp(sink_h - lse_i)`, the
+# weight of "nothing". Two facts give everything:
+#
+# * the formulas of Problem 8 are unchanged: `O_i = sum_j P_ij v_j` and `dS_ij = P_ij (dP_ij - delta_i)`
+#   with `delta_i = dO_i . O_i` (the sink only changes `lse`, which the forward stores);
+# * `d lse_i / d sink_h = P_sink_i`, so `d O_i / d sink_h = -P_sink_i O_i`, and
+#
+# $$\frac{\partial L}{\partial\, \mathrm{sink}_h} = \sum_{b,\,i} dO_i \cdot \frac{\partial O_i}{\partial\, \mathrm{sink}_h} = -\sum_{b,\,i} P_{\mathrm{sink},i}\, \delta_i .$$
+#
+# One more term in the kernel that already computes `delta`. In base 2, with the stored
+# `lse2 = lse * log2(e)`: `P_sink_i = exp2(sink_h * log2(e) - lse2_i)`.
+#
+# The forward starts each row's online softmax *from the sink*: `m_i = sink_h * log2(e)`, `l_i = 1`
+# (a key with score `sink_h` and value 0), so `lse2` includes it and no row is ever empty.
+
+# %% [markdown]
+# ## The forward (given)
+#
+# Problem 7's kernel, plus the sink logit and the stored `lse2`.
+
+# %% export=true
+@triton.jit
+def _visible(rows, cols, WINDOW, SINKS):
+    """Key `cols` visible from query `rows` (broadcast to a 2-D tile): causal & (window | sinks)."""
+    return (cols <= rows) & ((cols > rows - WINDOW) | (cols < SINKS))
+
+
+@triton.jit
+def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_m, offs_d, lo, hi, N, qk_scale, WINDOW, SINKS,
+                    MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    # MASK: 0 = none, 1 = bounds (j < N), 2 = causal & (window | sinks), 3 = sinks only (j < S).
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                    mask=offs_n[:, None] < N, other=0.0)
+        v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=offs_n[:, None] < N, other=0.0)
+        qk = tl.dot(q, tl.trans(k)) * qk_scale
+        if MASK == 1:
+            qk = tl.where((offs_n < N)[None, :], qk, float("-inf"))
+        elif MASK == 2:
+            qk = tl.where(_visible(offs_m[:, None], offs_n[None, :], WINDOW, SINKS), qk, float("-inf"))
+        elif MASK == 3:
+            qk = tl.where((offs_n < SINKS)[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        m_sub = tl.where(m_ij == float("-inf"), 0.0, m_ij)     # a row with nothing visible yet: no NaN
+        p = tl.math.exp2(qk - m_sub[:, None])
+        alpha = tl.math.exp2(m_i - m_sub)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit(do_not_specialize=["N_Q_HEADS", "WINDOW", "SINKS"])
+def _attn_fwd(
+    Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr, Sink_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    N, N_Q_HEADS, qk_scale, WINDOW, SINKS,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_SINK_LOGITS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = off_bh // N_Q_HEADS
+    h = off_bh % N_Q_HEADS
+    kv_h = h // GROUP
+    Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
+    V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    LSE_ptr += off_bh.to(tl.int64) * N
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                mask=offs_m[:, None] < N, other=0.0)
+    if HAS_SINK_LOGITS:
+        # start from the sink: a key with score sink_h (base 2) and value 0
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if IS_CAUSAL:
+        hi = tl.minimum(start_m + BLOCK_M, N)
+        lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N
+        last_m = start_m + BLOCK_M - 1
+        full_lo = tl.maximum(tl.cdiv(tl.maximum(last_m - (WINDOW - 1), 0), BLOCK_N) * BLOCK_N, lo)
+        full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
+        sink_hi = tl.minimum(tl.cdiv(SINKS, BLOCK_N) * BLOCK_N, lo)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, 0, sink_hi, N, qk_scale, WINDOW, SINKS, 3, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+    else:
+        n_full = N // BLOCK_N * BLOCK_N
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, SINKS, 1, BLOCK_N)
+    l_safe = tl.where(offs_m < N, l_i, 1.0)                # rows past N are never stored: no 0 / 0
+    acc = acc / l_safe[:, None]
+    tl.store(O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+             acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+    tl.store(LSE_ptr + offs_m, m_i + tl.math.log2(l_safe), mask=offs_m < N)
+
+
+# %% [markdown]
+# ## delta, and the sink logit's gradient
+#
+# **Your part 1.** The kernel computes `delta` for one query tile of one head (given). When the
+# model has sink logits, add this tile's share of `d sink_h`: load `sink_h` (`Sink_ptr + h`) and the
+# tile's `lse2` (`LSE_ptr + offs_m`; rows past `N` with `other=float("inf")`, so they count 0),
+# compute `P_sink = exp2(sink_h * log2(e) - lse2)`, and store `-sum(P_sink * delta)` at
+# `DSink_ptr + pid`. The wrapper sums the partial results of all tiles and batches (a `[B, Hq,
+# n_tiles]` tensor, `.sum((0, 2))`): deterministic, no atomics.
+
+# %% solution="p9_dsink" export=true
+@triton.jit
+def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr, LSE_ptr, Sink_ptr, DSink_ptr,
+                    stride_ob, stride_oh, stride_on, stride_od,
+                    stride_dob, stride_doh, stride_don, stride_dod,
+                    N, N_Q_HEADS, HAS_SINK_LOGITS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    off_bh = tl.program_id(1)
+    b = off_bh // N_Q_HEADS
+    h = off_bh % N_Q_HEADS
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_rows = offs_m[:, None] < N
+    o = tl.load(O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+                + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od, mask=in_rows, other=0.0)
+    do = tl.load(DO_ptr + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+                 + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=in_rows, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(Delta_ptr + off_bh.to(tl.int64) * N + offs_m, delta, mask=offs_m < N)
+    if HAS_SINK_LOGITS:
+        pid = off_bh * tl.num_programs(0) + tl.program_id(0)
+        ### BEGIN SOLUTION
+        sink2 = tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634
+        lse = tl.load(LSE_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=float("inf"))
+        p_sink = tl.math.exp2(sink2 - lse)                                  # [BLOCK_M]
+        tl.store(DSink_ptr + pid, -tl.sum(p_sink * delta, 0))
+        ### END SOLUTION
+
+
+# %% [markdown]
+# ## The tile steps (given: Problem 8's, with Problem 7's masks)
+#
+# `MASK`: 0 = none, 1 = bounds (`j < N`), 2 = `causal & (window | sinks)`, 3 = sinks only (`j < S`).
+
+# %% export=true
+@triton.jit
+def _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                   stride_qn, stride_qd, stride_don, stride_dod,
+                   start_m, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                   MASK: tl.constexpr, BLOCK_M: tl.constexpr):
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    in_rows = offs_m[:, None] < N
+    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd, mask=in_rows, other=0.0)
+    do = tl.load(DO_ptr + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=in_rows, other=0.0)
+    lse = tl.load(LSE_ptr + offs_m, mask=offs_m < N, other=float("inf"))
+    delta = tl.load(Delta_ptr + offs_m, mask=offs_m < N, other=0.0)
+    qkT = tl.dot(k, tl.trans(q)) * qk_scale                                 # [BLOCK_N, BLOCK_M]
+    pT = tl.math.exp2(qkT - lse[None, :])
+    if MASK == 2:
+        pT = tl.where(_visible(offs_m[None, :], offs_n[:, None], WINDOW, SINKS), pT, 0.0)
+    elif MASK == 3:
+        pT = tl.where(offs_n[:, None] < SINKS, pT, 0.0)
+    dv += tl.dot(pT.to(do.dtype), do)
+    dpT = tl.dot(v, tl.trans(do))
+    dsT = pT * (dpT - delta[None, :])
+    dk += tl.dot(dsT.to(q.dtype), q)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                 start_n, offs_m, offs_d, N, qk_scale, WINDOW, SINKS,
+                 MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    in_keys = offs_n[:, None] < N
+    k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
+    v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
+    qk = tl.dot(q, tl.trans(k)) * qk_scale
+    p = tl.math.exp2(qk - lse[:, None])
+    if MASK == 1:
+        p = tl.where((offs_n < N)[None, :], p, 0.0)
+    elif MASK == 2:
+        p = tl.where(_visible(offs_m[:, None], offs_n[None, :], WINDOW, SINKS), p, 0.0)
+    elif MASK == 3:
+        p = tl.where((offs_n < SINKS)[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v))
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k)
+    return dq
+
+
+@triton.jit
+def _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                    stride_qn, stride_qd, stride_don, stride_dod,
+                    lo, hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                    MASK: tl.constexpr, BLOCK_M: tl.constexpr):
+    # the query tiles [lo, hi) of one query head, one mask
+    for start_m in range(lo, hi, BLOCK_M):
+        start_m = tl.multiple_of(start_m, BLOCK_M)
+        dk, dv = _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                                stride_qn, stride_qd, stride_don, stride_dod,
+                                start_m, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, MASK, BLOCK_M)
+    return dk, dv
+
+
+# %% [markdown]
+# ## The dK/dV kernel
+#
+# **Your part 2: the query-tile ranges.** In `_bwd_dkdv_head`, for the key tile
+# `[start_n, start_n + BLOCK_N)` (`start_n` and `BLOCK_N` are multiples of `BLOCK_M`), compute the
+# bounds of the phases of the table above, each a multiple of `BLOCK_M` (or `N`):
+#
+# * `hi`: the end of the window's queries. The last key of the tile, `start_n + BLOCK_N - 1`, is
+#   seen up to query `start_n + BLOCK_N - 1 + (W - 1)`; round the exclusive end up to a whole query
+#   tile, and never past `N`;
+# * `full_hi`: the end of the unmasked phase. A query tile `[a, a + BLOCK_M)` after the diagonal
+#   sees every key of the tile when its last row is within `W - 1` of the *first* key:
+#   `a + BLOCK_M - 1 <= start_n + W - 1`. Round down; clamp it to `[start_n + BLOCK_N, hi]` so the
+#   phases never overlap or run backwards;
+# * `sink_hi`: the end of the sink phase `[hi, sink_hi)`: `N` when the tile holds a sink key
+#   (`start_n < SINKS`), else `hi` (an empty phase).
+#
+# The window is what `WINDOW` says (the wrapper passes `N` when there is none, `SINKS = 0` when
+# there are no sinks), so the same four phases serve plain causal attention too.
+
+# %% solution="p9_dkdv_ranges" export=true
+@triton.jit
+def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                   stride_qn, stride_qd, stride_don, stride_dod,
+                   start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
+                   IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    if IS_CAUSAL:
+        diag_hi = tl.minimum(start_n + BLOCK_N, N)
+        ### BEGIN SOLUTION
+        # queries see a key for W rows after it: the window, transposed
+        hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)
+        full_hi = tl.minimum(tl.maximum((start_n + WINDOW) // BLOCK_M * BLOCK_M, start_n + BLOCK_N), hi)
+        # a tile holding sinks is seen by every later query
+        sink_hi = tl.where(start_n < SINKS, N, hi)
+        ### END SOLUTION
+        if chunk == 0:
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale,
+                                     WINDOW, SINKS, 2, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, start_n + BLOCK_N, full_hi, offs_n, offs_d, N,
+                                     qk_scale, WINDOW, SINKS, 0, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, full_hi, hi, offs_n, offs_d, N, qk_scale,
+                                     WINDOW, SINKS, 2, BLOCK_M)
+        # this program's share of the sink phase: chunk c covers [hi + c * SINK_CHUNK, ...)
+        s_lo = hi + chunk * SINK_CHUNK
+        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                 stride_don, stride_dod, s_lo, tl.minimum(sink_hi, s_lo + SINK_CHUNK), offs_n,
+                                 offs_d, N, qk_scale, WINDOW, SINKS, 3, BLOCK_M)
+    else:
+        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                 stride_don, stride_dod, 0, N, offs_n, offs_d, N, qk_scale,
+                                 WINDOW, SINKS, 0, BLOCK_M)
+    return dk, dv
+
+
+# %% [markdown]
+# The rest of the dK/dV kernel is Problem 8's (the group loop included), with one addition for
+# speed. The sink phase of a key tile holding sinks runs to `N`: with `N = 8192` and 8 query heads
+# per K/V head that is 2048 query tiles in one program, while the others do a few dozen, and the
+# whole backward waits for it. So the wrapper launches extra programs for the sink tiles: program
+# `(pid, off_bh)` with `pid >= cdiv(N, BLOCK_N)` takes chunk `c >= 1` of a sink tile's sink phase
+# (`SINK_CHUNK` query rows) and writes its partial `dK, dV` to a float32 buffer; the wrapper adds
+# the chunks (a sum over a small tensor, in a fixed order: deterministic, no atomics). Chunk 0 is
+# done by the tile's own program, after its window phases.
+
+# %% export=true
+@triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS"])
+def _attn_bwd_dkdv(
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, DKS_ptr, DVS_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    N, N_KV_HEADS, qk_scale, sm_scale, WINDOW, SINKS, SINK_CHUNK, N_CHUNKS,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    off_bh = tl.program_id(1)
+    b = off_bh // N_KV_HEADS
+    kv_h = off_bh % N_KV_HEADS
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    # programs past the key tiles: chunk 1 .. N_CHUNKS of a sink tile's sink phase
+    extra = tl.maximum(pid - n_tiles, 0)
+    chunk = tl.where(pid < n_tiles, 0, extra % N_CHUNKS + 1)
+    start_n = tl.multiple_of(tl.where(pid < n_tiles, pid, extra // N_CHUNKS) * BLOCK_N, BLOCK_N)
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_keys = offs_n[:, None] < N
+    k = tl.load(K_ptr + b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
+                + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
+    v = tl.load(V_ptr + b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
+                + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
+    Q_ptr += b.to(tl.int64) * stride_qb
+    DO_ptr += b.to(tl.int64) * stride_dob
+    LSE_ptr += b.to(tl.int64) * (N_KV_HEADS * GROUP) * N
+    Delta_ptr += b.to(tl.int64) * (N_KV_HEADS * GROUP) * N
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for g in range(GROUP):
+        h = (kv_h * GROUP + g).to(tl.int64)
+        dk, dv = _bwd_dkdv_head(dk, dv, k, v, Q_ptr + h * stride_qh, DO_ptr + h * stride_doh,
+                                LSE_ptr + h * N, Delta_ptr + h * N,
+                                stride_qn, stride_qd, stride_don, stride_dod,
+                                start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
+                                IS_CAUSAL, BLOCK_M, BLOCK_N)
+    dk *= sm_scale
+    if chunk > 0:
+        # a partial sum: [extra, B * Hkv, BLOCK_N, HEAD_DIM] float32, added up by the wrapper
+        part = (extra * tl.num_programs(1) + off_bh).to(tl.int64) * BLOCK_N * HEAD_DIM \
+            + tl.arange(0, BLOCK_N)[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(DKS_ptr + part, dk)
+        tl.store(DVS_ptr + part, dv)
+    else:
+        tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh
+                 + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
+                 mask=in_keys)
+        tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh
+                 + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV_ptr.dtype.element_ty),
+                 mask=in_keys)
+
+
+# %% [markdown]
+# ## The dQ kernel (given)
+#
+# A query tile's key tiles are the forward's (Problem 7's four phases): the same ranges, the
+# same masks, Problem 8's step.
+
+# %% export=true
+@triton.jit
+def _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                  lo, hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS,
+                  MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        dq = _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                          start_n, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, MASK, BLOCK_N)
+    return dq
+
+
+@triton.jit(do_not_specialize=["N_Q_HEADS", "WINDOW", "SINKS"])
+def _attn_bwd_dq(
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DQ_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+    N, N_Q_HEADS, qk_scale, sm_scale, WINDOW, SINKS,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = off_bh // N_Q_HEADS
+    h = off_bh % N_Q_HEADS
+    kv_h = h // GROUP
+    K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
+    V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_rows = offs_m[:, None] < N
+    q = tl.load(Q_ptr + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+                + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd, mask=in_rows, other=0.0)
+    do = tl.load(DO_ptr + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+                 + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=in_rows, other=0.0)
+    lse = tl.load(LSE_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=float("inf"))
+    delta = tl.load(Delta_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if IS_CAUSAL:
+        hi = tl.minimum(start_m + BLOCK_M, N)
+        lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N
+        last_m = start_m + BLOCK_M - 1
+        full_lo = tl.maximum(tl.cdiv(tl.maximum(last_m - (WINDOW - 1), 0), BLOCK_N) * BLOCK_N, lo)
+        full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
+        sink_hi = tl.minimum(tl.cdiv(SINKS, BLOCK_N) * BLOCK_N, lo)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           0, sink_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 3, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           lo, full_lo, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           full_lo, full_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           full_hi, hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+    else:
+        n_full = N // BLOCK_N * BLOCK_N
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           0, n_full, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           n_full, N, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 1, BLOCK_N)
+    dq *= sm_scale
+    tl.store(DQ_ptr + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
+             + offs_m[:, None] * stride_dqn + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
+             mask=in_rows)
+
+
+# %% [markdown]
+# ## The autograd wrapper (given)
+#
+# `sink_logits` is an optional `[Hq]` tensor (an `nn.Parameter` in a model); when given, the
+# backward returns its gradient too.
+
+# %% export=true
+class FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, sink_logits, is_causal, window, sinks):
+        B, Hq, N, D = q.shape
+        Hkv = k.shape[1]
+        o = torch.empty_like(q)
+        lse = torch.empty((B, Hq, N), device=q.device, dtype=torch.float32)
+        cfg = attention_tiles(D, q.dtype, is_causal)
+        has_sink = sink_logits is not None
+        sink = sink_logits.detach().float().contiguous() if has_sink else lse    # a placeholder pointer
+        _attn_fwd[(triton.cdiv(N, cfg["BLOCK_M"]), B * Hq)](
+            q, k, v, o, lse, sink, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+            N, Hq, 1.0 / math.sqrt(D) * LOG2E, window, sinks,
+            GROUP=Hq // Hkv, IS_CAUSAL=is_causal, HAS_SINK_LOGITS=has_sink, HEAD_DIM=D,
+            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        ctx.save_for_backward(q, k, v, o, lse, sink)
+        ctx.args = (is_causal, window, sinks, has_sink, sink_logits.dtype if has_sink else None)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, sink = ctx.saved_tensors
+        is_causal, window, sinks, has_sink, sink_dtype = ctx.args
+        B, Hq, N, D = q.shape
+        Hkv = k.shape[1]
+        cfg = backward_tiles(D, q.dtype)
+        sm_scale = 1.0 / math.sqrt(D)
+        n_tiles = triton.cdiv(N, cfg["BLOCK_M2"])
+        delta = torch.empty_like(lse)
+        dsink = torch.empty((B, Hq, n_tiles), device=q.device, dtype=torch.float32) if has_sink else delta
+        _attn_bwd_delta[(n_tiles, B * Hq)](
+            o, do, delta, lse, sink, dsink, *o.stride(), *do.stride(), N, Hq,
+            HAS_SINK_LOGITS=has_sink, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M2"])
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        common = dict(IS_CAUSAL=is_causal, GROUP=Hq // Hkv, HEAD_DIM=D,
+                      num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        # the sink phase in chunks of about a window's worth of query rows (whole query tiles)
+        bm, bn = cfg["BLOCK_M1"], cfg["BLOCK_N1"]
+        chunk = triton.cdiv(max(window, 256 if q.is_cuda else 2 * bm), bm) * bm
+        sink_tiles = triton.cdiv(sinks, bn) if is_causal and window < N else 0
+        n_chunks = max(triton.cdiv(N, chunk) - 1, 0)
+        n_extra = sink_tiles * n_chunks
+        parts = torch.zeros((2, max(n_extra, 1), B * Hkv, bn, D), device=q.device, dtype=torch.float32)
+        _attn_bwd_dkdv[(triton.cdiv(N, bn) + n_extra, B * Hkv)](
+            q, k, v, do, lse, delta, dk, dv, parts[0], parts[1],
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+            *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks, chunk, max(n_chunks, 1),
+            BLOCK_M=bm, BLOCK_N=bn, **common)
+        if n_extra:
+            # [2, sink tiles, chunks, B, Hkv, bn, D] -> the chunks' sum, as [2, B, Hkv, rows, D]
+            rows = min(sink_tiles * bn, N)
+            extra = parts.view(2, sink_tiles, n_chunks, B, Hkv, bn, D).sum(2)
+            extra = extra.permute(0, 2, 3, 1, 4, 5).reshape(2, B, Hkv, sink_tiles * bn, D)[:, :, :, :rows]
+            dk[:, :, :rows] = (dk[:, :, :rows].float() + extra[0]).to(dk.dtype)      # one rounding
+            dv[:, :, :rows] = (dv[:, :, :rows].float() + extra[1]).to(dv.dtype)
+        _attn_bwd_dq[(n_tiles, B * Hq)](
+            q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+            *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale, window, sinks,
+            BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], **common)
+        dsink = dsink.sum((0, 2)).to(sink_dtype) if has_sink else None
+        return dq, dk, dv, dsink, None, None, None
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None, sink_logits=None):
+    """Differentiable attention with a sliding window of `window_size` keys, `sink_size` sink keys
+    (key j visible from query i when j <= i and (j >= i - (W - 1) or j < S)) and optional learned
+    sink logits ([Hq]: exp(sink_h) joins each row's softmax denominator), for q [B, Hq, N, D],
+    k and v [B, Hkv, N, D] (GQA), any strides. Forward and backward are Triton kernels."""
+    B, Hq, Hkv, N, D = autograder.validate_attention_inputs(q, k, v, is_causal, window_size, sink_size)
+    if sink_logits is not None:
+        if not isinstance(sink_logits, torch.Tensor) or tuple(sink_logits.shape) != (Hq,) \
+                or not sink_logits.is_floating_point() or sink_logits.device != q.device:
+            raise ValueError(f"sink_logits must be a floating-point tensor of shape ({Hq},) (one logit per query "
+                             f"head) on {q.device}, got {getattr(sink_logits, 'shape', type(sink_logits).__name__)}")
+    window = N if window_size is None else min(window_size, N)
+    sinks = 0 if sink_size is None else min(sink_size, N)
+    return FlashAttention.apply(q, k, v, sink_logits, is_causal, window, sinks)
+
+
+# %% [markdown]
+# ## Try it
+#
+# Not graded. `W = 5`, `S = 12 > W`, with sink logits: prints the largest error of `O, dQ, dK, dV`
+# and `d sink` against float64 autograd.
+
+# %%
+case = autograder.Case("try", B=1, Hq=4, Hkv=2, N=70, D=16, is_causal=True, window_size=5, sink_size=12,
+                       sink_logits=True)
+grads = autograder.try_backward(flash_attention_forward, case, problem=9)
+
+# %% [markdown]
+# ## Checks
+#
+# Each cell runs forward and backward against float64 autograd of the dense reference (with the
+# sink logit as an extra softmax column) and names the mistake when it can: window bounds transposed
+# in the dK/dV loop, a sink tile whose queries stop at the window, `d sink` with the wrong sign or base.
+
+# %% tests="p9_basic" points=1
+autograder.check_backward(9, flash_attention_forward, family="basic")
+autograder.check_backward(9, flash_attention_forward, family="gqa")
+### BEGIN HIDDEN TESTS
+autograder.check_backward(9, flash_attention_forward, cases=[
+    autograder.Case("gqa", 1, 8, 2, 33, 16, is_causal=True, window_size=7, sink_size=2, seed=901),
+])
+### END HIDDEN TESTS
+
+# %% tests="p9_ragged" points=1
+autograder.check_backward(9, flash_attention_forward, family="ragged")
+autograder.check_backward(9, flash_attention_forward, family="layout")
+### BEGIN HIDDEN TESTS
+autograder.check_backward(9, flash_attention_forward, cases=[
+    autograder.Case("ragged", 1, 2, 1, 45, 16, is_causal=True, window_size=10, sink_size=3, seed=911),
+    autograder.Case("layout", 1, 4, 2, 29, 16, is_causal=True, window_size=6, sink_size=2, layout="padded", seed=912),
+])
+### END HIDDEN TESTS
+
+# %% tests="p9_window" points=2
+autograder.check_backward(9, flash_attention_forward, family="window")
+### BEGIN HIDDEN TESTS
+_t = backward_tiles(16, autograder.DTYPE)
+_BM, _BN = _t["BLOCK_M1"], _t["BLOCK_N1"]
+_N = 3 * _BN + 5
+autograder.check_backward(9, flash_attention_forward, cases=[
+    autograder.Case("window", 1, 2, 2, _N, 16, is_causal=True, window_size=_BM, seed=921),
+    autograder.Case("window", 1, 2, 2, _N, 16, is_causal=True, window_size=_BM + 2, seed=924),
+    autograder.Case("window", 1, 2, 1, _N, 16, is_causal=True, window_size=_BN + 1, seed=922),
+    autograder.Case("window", 1, 4, 2, _N, 16, is_causal=True, window_size=_BM + _BN - 1, seed=923, layout="bnhd"),
+])
+### END HIDDEN TESTS
+
+# %% tests="p9_sinks" points=2
+autograder.check_backward(9, flash_attention_forward, family="sinks")
+### BEGIN HIDDEN TESTS
+autograder.check_backward(9, flash_attention_forward, cases=[
+    autograder.Case("sinks", 1, 2, 2, _N, 16, is_causal=True, window_size=3, sink_size=_BN, seed=931),
+    autograder.Case("sinks", 1, 2, 1, _N, 16, is_causal=True, window_size=5, sink_size=_BN + 2, seed=932),
+    autograder.Case("sinks", 1, 2, 2, _N, 16, is_causal=True, window_size=1, sink_size=_BM + 1, seed=933),
+    autograder.Case("sinks", 1, 2, 2, _N, 16, is_causal=True, window_size=7, sink_size=_N + 9, seed=934),
+])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Sink logits (2 points)**: `d sink` against autograd, with and without a window, causal or not.
+# The cell also checks that a wrongly shaped `sink_logits` is refused with a clear message.
+
+# %% tests="p9_logits" points=2
+autograder.check_backward(9, flash_attention_forward, family="logits")
+
+q, k, v = autograder.Case("try", B=1, Hq=2, Hkv=2, N=16, D=16).make_inputs()
+try:
+    flash_attention_forward(q, k, v, is_causal=True, sink_logits=torch.zeros(3))
+except ValueError as exc:
+    print(f"sink_logits of shape (3,) for 2 heads rejected: {exc}")
+else:
+    raise AssertionError("flash_attention_forward must reject sink_logits whose shape is not (Hq,)")
+### BEGIN HIDDEN TESTS
+autograder.check_backward(9, flash_attention_forward, cases=[
+    autograder.Case("logits", 2, 4, 1, 37, 16, is_causal=True, window_size=6, sink_size=3, sink_logits=True, seed=941),
+    autograder.Case("logits", 1, 2, 2, 1, 32, is_causal=True, sink_logits=True, seed=942),
+    autograder.Case("logits", 1, 2, 2, 41, 16, is_causal=True, window_size=1, sink_logits=True, seed=943,
+                    spread=3.0),
+])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Tile skipping (1 point)**: the output and the gradients right is not enough: with a window,
+# the backward's work must grow with `N * W`. This cell counts the query tiles the dK/dV kernel
+# loads and the key tiles the forward and dQ kernels load, at a fixed `W` for `N` and `2N` (on the
+# CPU tier by watching the interpreter's loads, on a GPU by timing), and fails when either grows
+# like `N^2`.
+
+# %% tests="p9_skipping" points=1
+from autograder.algorithm import check_backward_tile_skipping
+check_backward_tile_skipping(flash_attention_forward, 9)
+
+# %% [markdown]
+# ## Train with it
+#
+# The capstone of the course: the small GPT of Problem 8, now with a sliding window, sink keys
+# and a learned sink logit per head in every layer, trained with your kernels and with PyTorch's
+# (dense) attention from the same weights. The curves must coincide. **1 point.**
+
+# %% tests="p9_training" points=1
+from autograder import capstone
+
+history = capstone.train_and_compare(flash_attention_forward, problem=9)
+
+# %% [markdown]
+# ## Benchmark
+#
+# On a GPU: the backward alone at window 1024 (with and without 4 sinks, `N = 16384`) and the
+# narrow-window GQA shape of GPT-OSS (`Hq = 64, Hkv = 8, W = 128, S = 4`), next to the reference
+# solution and FlexAttention with the same mask.
+
+# %%
+results = autograder.bench.benchmark_backward(9, flash_attention_forward)
+
+# %% [markdown]
+# ## What to take away
+#
+# * **A column of the mask is the dK/dV kernel's loop**: the window looks *forward* from a key
+#   (`[j, j + W - 1]`) where it looked back from a query; sinks turn one key tile's loop into "to the end".
+# * Both loops skip what the mask hides, so training costs `O(N * W)` like inference.
+# * **Gradients of extra softmax terms are row-local**: the sink logit's gradient is
+#   `-sum_i P_sink_i * delta_i`, one more line in the kernel that computes `delta`.
+# * Starting the online softmax from the sink (`m_i = sink`, `l_i = 1`) means no row is ever empty.
+#
+# **Common mistakes**
+#
+# * `hi = start_n + BLOCK_N` (the diagonal only) or `start_n - (W - 1)` (the forward's bound): the
+#   window transposed the wrong way. The autograder names it.
+# * Forgetting the sink phase: the gradients of sink keys miss every query past their window.
+# * `+sum(P_sink * delta)`: the sign. Raising a sink logit takes probability *away* from the keys.

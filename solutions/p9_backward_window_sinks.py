@@ -1,0 +1,440 @@
+"""Reference solution: Problem 9: the backward with a sliding window, sinks and learned sink logits.
+
+GENERATED from notebooks/p9_backward_window_sinks/p9_backward_window_sinks.py (its export=true cells) by `python tools/build_course.py`.
+Do not edit: edit the notebook source and rebuild.
+"""
+
+import autograder  # first: picks the GPU or the CPU tier (Triton interpreter) before any kernel is defined
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from autograder.tiles import attention_tiles, backward_tiles
+
+LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
+
+
+@triton.jit
+def _visible(rows, cols, WINDOW, SINKS):
+    """Key `cols` visible from query `rows` (broadcast to a 2-D tile): causal & (window | sinks)."""
+    return (cols <= rows) & ((cols > rows - WINDOW) | (cols < SINKS))
+
+
+@triton.jit
+def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_m, offs_d, lo, hi, N, qk_scale, WINDOW, SINKS,
+                    MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    # MASK: 0 = none, 1 = bounds (j < N), 2 = causal & (window | sinks), 3 = sinks only (j < S).
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                    mask=offs_n[:, None] < N, other=0.0)
+        v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=offs_n[:, None] < N, other=0.0)
+        qk = tl.dot(q, tl.trans(k)) * qk_scale
+        if MASK == 1:
+            qk = tl.where((offs_n < N)[None, :], qk, float("-inf"))
+        elif MASK == 2:
+            qk = tl.where(_visible(offs_m[:, None], offs_n[None, :], WINDOW, SINKS), qk, float("-inf"))
+        elif MASK == 3:
+            qk = tl.where((offs_n < SINKS)[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        m_sub = tl.where(m_ij == float("-inf"), 0.0, m_ij)     # a row with nothing visible yet: no NaN
+        p = tl.math.exp2(qk - m_sub[:, None])
+        alpha = tl.math.exp2(m_i - m_sub)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit(do_not_specialize=["N_Q_HEADS", "WINDOW", "SINKS"])
+def _attn_fwd(
+    Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr, Sink_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    N, N_Q_HEADS, qk_scale, WINDOW, SINKS,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_SINK_LOGITS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = off_bh // N_Q_HEADS
+    h = off_bh % N_Q_HEADS
+    kv_h = h // GROUP
+    Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
+    V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    LSE_ptr += off_bh.to(tl.int64) * N
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                mask=offs_m[:, None] < N, other=0.0)
+    if HAS_SINK_LOGITS:
+        # start from the sink: a key with score sink_h (base 2) and value 0
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if IS_CAUSAL:
+        hi = tl.minimum(start_m + BLOCK_M, N)
+        lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N
+        last_m = start_m + BLOCK_M - 1
+        full_lo = tl.maximum(tl.cdiv(tl.maximum(last_m - (WINDOW - 1), 0), BLOCK_N) * BLOCK_N, lo)
+        full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
+        sink_hi = tl.minimum(tl.cdiv(SINKS, BLOCK_N) * BLOCK_N, lo)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, 0, sink_hi, N, qk_scale, WINDOW, SINKS, 3, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+    else:
+        n_full = N // BLOCK_N * BLOCK_N
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, SINKS, 1, BLOCK_N)
+    l_safe = tl.where(offs_m < N, l_i, 1.0)                # rows past N are never stored: no 0 / 0
+    acc = acc / l_safe[:, None]
+    tl.store(O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+             acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+    tl.store(LSE_ptr + offs_m, m_i + tl.math.log2(l_safe), mask=offs_m < N)
+
+
+@triton.jit
+def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr, LSE_ptr, Sink_ptr, DSink_ptr,
+                    stride_ob, stride_oh, stride_on, stride_od,
+                    stride_dob, stride_doh, stride_don, stride_dod,
+                    N, N_Q_HEADS, HAS_SINK_LOGITS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    off_bh = tl.program_id(1)
+    b = off_bh // N_Q_HEADS
+    h = off_bh % N_Q_HEADS
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_rows = offs_m[:, None] < N
+    o = tl.load(O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+                + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od, mask=in_rows, other=0.0)
+    do = tl.load(DO_ptr + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+                 + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=in_rows, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(Delta_ptr + off_bh.to(tl.int64) * N + offs_m, delta, mask=offs_m < N)
+    if HAS_SINK_LOGITS:
+        pid = off_bh * tl.num_programs(0) + tl.program_id(0)
+        sink2 = tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634
+        lse = tl.load(LSE_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=float("inf"))
+        p_sink = tl.math.exp2(sink2 - lse)                                  # [BLOCK_M]
+        tl.store(DSink_ptr + pid, -tl.sum(p_sink * delta, 0))
+
+
+@triton.jit
+def _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                   stride_qn, stride_qd, stride_don, stride_dod,
+                   start_m, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                   MASK: tl.constexpr, BLOCK_M: tl.constexpr):
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    in_rows = offs_m[:, None] < N
+    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd, mask=in_rows, other=0.0)
+    do = tl.load(DO_ptr + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=in_rows, other=0.0)
+    lse = tl.load(LSE_ptr + offs_m, mask=offs_m < N, other=float("inf"))
+    delta = tl.load(Delta_ptr + offs_m, mask=offs_m < N, other=0.0)
+    qkT = tl.dot(k, tl.trans(q)) * qk_scale                                 # [BLOCK_N, BLOCK_M]
+    pT = tl.math.exp2(qkT - lse[None, :])
+    if MASK == 2:
+        pT = tl.where(_visible(offs_m[None, :], offs_n[:, None], WINDOW, SINKS), pT, 0.0)
+    elif MASK == 3:
+        pT = tl.where(offs_n[:, None] < SINKS, pT, 0.0)
+    dv += tl.dot(pT.to(do.dtype), do)
+    dpT = tl.dot(v, tl.trans(do))
+    dsT = pT * (dpT - delta[None, :])
+    dk += tl.dot(dsT.to(q.dtype), q)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                 start_n, offs_m, offs_d, N, qk_scale, WINDOW, SINKS,
+                 MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    in_keys = offs_n[:, None] < N
+    k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
+    v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
+    qk = tl.dot(q, tl.trans(k)) * qk_scale
+    p = tl.math.exp2(qk - lse[:, None])
+    if MASK == 1:
+        p = tl.where((offs_n < N)[None, :], p, 0.0)
+    elif MASK == 2:
+        p = tl.where(_visible(offs_m[:, None], offs_n[None, :], WINDOW, SINKS), p, 0.0)
+    elif MASK == 3:
+        p = tl.where((offs_n < SINKS)[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v))
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k)
+    return dq
+
+
+@triton.jit
+def _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                    stride_qn, stride_qd, stride_don, stride_dod,
+                    lo, hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                    MASK: tl.constexpr, BLOCK_M: tl.constexpr):
+    # the query tiles [lo, hi) of one query head, one mask
+    for start_m in range(lo, hi, BLOCK_M):
+        start_m = tl.multiple_of(start_m, BLOCK_M)
+        dk, dv = _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                                stride_qn, stride_qd, stride_don, stride_dod,
+                                start_m, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, MASK, BLOCK_M)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
+                   stride_qn, stride_qd, stride_don, stride_dod,
+                   start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
+                   IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    if IS_CAUSAL:
+        diag_hi = tl.minimum(start_n + BLOCK_N, N)
+        # queries see a key for W rows after it: the window, transposed
+        hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)
+        full_hi = tl.minimum(tl.maximum((start_n + WINDOW) // BLOCK_M * BLOCK_M, start_n + BLOCK_N), hi)
+        # a tile holding sinks is seen by every later query
+        sink_hi = tl.where(start_n < SINKS, N, hi)
+        if chunk == 0:
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale,
+                                     WINDOW, SINKS, 2, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, start_n + BLOCK_N, full_hi, offs_n, offs_d, N,
+                                     qk_scale, WINDOW, SINKS, 0, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                     stride_don, stride_dod, full_hi, hi, offs_n, offs_d, N, qk_scale,
+                                     WINDOW, SINKS, 2, BLOCK_M)
+        # this program's share of the sink phase: chunk c covers [hi + c * SINK_CHUNK, ...)
+        s_lo = hi + chunk * SINK_CHUNK
+        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                 stride_don, stride_dod, s_lo, tl.minimum(sink_hi, s_lo + SINK_CHUNK), offs_n,
+                                 offs_d, N, qk_scale, WINDOW, SINKS, 3, BLOCK_M)
+    else:
+        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
+                                 stride_don, stride_dod, 0, N, offs_n, offs_d, N, qk_scale,
+                                 WINDOW, SINKS, 0, BLOCK_M)
+    return dk, dv
+
+
+@triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS"])
+def _attn_bwd_dkdv(
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, DKS_ptr, DVS_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    N, N_KV_HEADS, qk_scale, sm_scale, WINDOW, SINKS, SINK_CHUNK, N_CHUNKS,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    off_bh = tl.program_id(1)
+    b = off_bh // N_KV_HEADS
+    kv_h = off_bh % N_KV_HEADS
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    # programs past the key tiles: chunk 1 .. N_CHUNKS of a sink tile's sink phase
+    extra = tl.maximum(pid - n_tiles, 0)
+    chunk = tl.where(pid < n_tiles, 0, extra % N_CHUNKS + 1)
+    start_n = tl.multiple_of(tl.where(pid < n_tiles, pid, extra // N_CHUNKS) * BLOCK_N, BLOCK_N)
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_keys = offs_n[:, None] < N
+    k = tl.load(K_ptr + b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
+                + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
+    v = tl.load(V_ptr + b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
+                + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
+    Q_ptr += b.to(tl.int64) * stride_qb
+    DO_ptr += b.to(tl.int64) * stride_dob
+    LSE_ptr += b.to(tl.int64) * (N_KV_HEADS * GROUP) * N
+    Delta_ptr += b.to(tl.int64) * (N_KV_HEADS * GROUP) * N
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for g in range(GROUP):
+        h = (kv_h * GROUP + g).to(tl.int64)
+        dk, dv = _bwd_dkdv_head(dk, dv, k, v, Q_ptr + h * stride_qh, DO_ptr + h * stride_doh,
+                                LSE_ptr + h * N, Delta_ptr + h * N,
+                                stride_qn, stride_qd, stride_don, stride_dod,
+                                start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
+                                IS_CAUSAL, BLOCK_M, BLOCK_N)
+    dk *= sm_scale
+    if chunk > 0:
+        # a partial sum: [extra, B * Hkv, BLOCK_N, HEAD_DIM] float32, added up by the wrapper
+        part = (extra * tl.num_programs(1) + off_bh).to(tl.int64) * BLOCK_N * HEAD_DIM \
+            + tl.arange(0, BLOCK_N)[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(DKS_ptr + part, dk)
+        tl.store(DVS_ptr + part, dv)
+    else:
+        tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh
+                 + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
+                 mask=in_keys)
+        tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh
+                 + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV_ptr.dtype.element_ty),
+                 mask=in_keys)
+
+
+@triton.jit
+def _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                  lo, hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS,
+                  MASK: tl.constexpr, BLOCK_N: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        dq = _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                          start_n, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, MASK, BLOCK_N)
+    return dq
+
+
+@triton.jit(do_not_specialize=["N_Q_HEADS", "WINDOW", "SINKS"])
+def _attn_bwd_dq(
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DQ_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+    N, N_Q_HEADS, qk_scale, sm_scale, WINDOW, SINKS,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = off_bh // N_Q_HEADS
+    h = off_bh % N_Q_HEADS
+    kv_h = h // GROUP
+    K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
+    V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_rows = offs_m[:, None] < N
+    q = tl.load(Q_ptr + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+                + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd, mask=in_rows, other=0.0)
+    do = tl.load(DO_ptr + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+                 + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=in_rows, other=0.0)
+    lse = tl.load(LSE_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=float("inf"))
+    delta = tl.load(Delta_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if IS_CAUSAL:
+        hi = tl.minimum(start_m + BLOCK_M, N)
+        lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N
+        last_m = start_m + BLOCK_M - 1
+        full_lo = tl.maximum(tl.cdiv(tl.maximum(last_m - (WINDOW - 1), 0), BLOCK_N) * BLOCK_N, lo)
+        full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
+        sink_hi = tl.minimum(tl.cdiv(SINKS, BLOCK_N) * BLOCK_N, lo)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           0, sink_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 3, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           lo, full_lo, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           full_lo, full_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           full_hi, hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+    else:
+        n_full = N // BLOCK_N * BLOCK_N
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           0, n_full, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+        dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                           n_full, N, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 1, BLOCK_N)
+    dq *= sm_scale
+    tl.store(DQ_ptr + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
+             + offs_m[:, None] * stride_dqn + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
+             mask=in_rows)
+
+
+class FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, sink_logits, is_causal, window, sinks):
+        B, Hq, N, D = q.shape
+        Hkv = k.shape[1]
+        o = torch.empty_like(q)
+        lse = torch.empty((B, Hq, N), device=q.device, dtype=torch.float32)
+        cfg = attention_tiles(D, q.dtype, is_causal)
+        has_sink = sink_logits is not None
+        sink = sink_logits.detach().float().contiguous() if has_sink else lse    # a placeholder pointer
+        _attn_fwd[(triton.cdiv(N, cfg["BLOCK_M"]), B * Hq)](
+            q, k, v, o, lse, sink, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+            N, Hq, 1.0 / math.sqrt(D) * LOG2E, window, sinks,
+            GROUP=Hq // Hkv, IS_CAUSAL=is_causal, HAS_SINK_LOGITS=has_sink, HEAD_DIM=D,
+            BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        ctx.save_for_backward(q, k, v, o, lse, sink)
+        ctx.args = (is_causal, window, sinks, has_sink, sink_logits.dtype if has_sink else None)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, sink = ctx.saved_tensors
+        is_causal, window, sinks, has_sink, sink_dtype = ctx.args
+        B, Hq, N, D = q.shape
+        Hkv = k.shape[1]
+        cfg = backward_tiles(D, q.dtype)
+        sm_scale = 1.0 / math.sqrt(D)
+        n_tiles = triton.cdiv(N, cfg["BLOCK_M2"])
+        delta = torch.empty_like(lse)
+        dsink = torch.empty((B, Hq, n_tiles), device=q.device, dtype=torch.float32) if has_sink else delta
+        _attn_bwd_delta[(n_tiles, B * Hq)](
+            o, do, delta, lse, sink, dsink, *o.stride(), *do.stride(), N, Hq,
+            HAS_SINK_LOGITS=has_sink, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M2"])
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        common = dict(IS_CAUSAL=is_causal, GROUP=Hq // Hkv, HEAD_DIM=D,
+                      num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        # the sink phase in chunks of about a window's worth of query rows (whole query tiles)
+        bm, bn = cfg["BLOCK_M1"], cfg["BLOCK_N1"]
+        chunk = triton.cdiv(max(window, 256 if q.is_cuda else 2 * bm), bm) * bm
+        sink_tiles = triton.cdiv(sinks, bn) if is_causal and window < N else 0
+        n_chunks = max(triton.cdiv(N, chunk) - 1, 0)
+        n_extra = sink_tiles * n_chunks
+        parts = torch.zeros((2, max(n_extra, 1), B * Hkv, bn, D), device=q.device, dtype=torch.float32)
+        _attn_bwd_dkdv[(triton.cdiv(N, bn) + n_extra, B * Hkv)](
+            q, k, v, do, lse, delta, dk, dv, parts[0], parts[1],
+            *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+            *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks, chunk, max(n_chunks, 1),
+            BLOCK_M=bm, BLOCK_N=bn, **common)
+        if n_extra:
+            # [2, sink tiles, chunks, B, Hkv, bn, D] -> the chunks' sum, as [2, B, Hkv, rows, D]
+            rows = min(sink_tiles * bn, N)
+            extra = parts.view(2, sink_tiles, n_chunks, B, Hkv, bn, D).sum(2)
+            extra = extra.permute(0, 2, 3, 1, 4, 5).reshape(2, B, Hkv, sink_tiles * bn, D)[:, :, :, :rows]
+            dk[:, :, :rows] = (dk[:, :, :rows].float() + extra[0]).to(dk.dtype)      # one rounding
+            dv[:, :, :rows] = (dv[:, :, :rows].float() + extra[1]).to(dv.dtype)
+        _attn_bwd_dq[(n_tiles, B * Hq)](
+            q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+            *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale, window, sinks,
+            BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], **common)
+        dsink = dsink.sum((0, 2)).to(sink_dtype) if has_sink else None
+        return dq, dk, dv, dsink, None, None, None
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None, sink_logits=None):
+    """Differentiable attention with a sliding window of `window_size` keys, `sink_size` sink keys
+    (key j visible from query i when j <= i and (j >= i - (W - 1) or j < S)) and optional learned
+    sink logits ([Hq]: exp(sink_h) joins each row's softmax denominator), for q [B, Hq, N, D],
+    k and v [B, Hkv, N, D] (GQA), any strides. Forward and backward are Triton kernels."""
+    B, Hq, Hkv, N, D = autograder.validate_attention_inputs(q, k, v, is_causal, window_size, sink_size)
+    if sink_logits is not None:
+        if not isinstance(sink_logits, torch.Tensor) or tuple(sink_logits.shape) != (Hq,) \
+                or not sink_logits.is_floating_point() or sink_logits.device != q.device:
+            raise ValueError(f"sink_logits must be a floating-point tensor of shape ({Hq},) (one logit per query "
+                             f"head) on {q.device}, got {getattr(sink_logits, 'shape', type(sink_logits).__name__)}")
+    window = N if window_size is None else min(window_size, N)
+    sinks = 0 if sink_size is None else min(sink_size, N)
+    return FlashAttention.apply(q, k, v, sink_logits, is_causal, window, sinks)
