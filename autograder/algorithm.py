@@ -409,9 +409,13 @@ def _count_backward_loads(fn, n, watch_name):
     q, k, v, do, _ = make_inputs(case, 9)
     for t in (q, k, v):
         t.requires_grad_()
-    with InterpreterProbe(watch=q if watch_name == "q" else k) as probe:
-        out = fn(q, k, v, **case.mask_kwargs())
-        grads = torch.autograd.grad(out, (q, k, v), do)
+    probe = InterpreterProbe(watch=q if watch_name == "q" else k)
+    kwargs = case.mask_kwargs()
+
+    def run():
+        with probe:
+            return tuple(torch.autograd.grad(fn(q, k, v, **kwargs), (q, k, v), do))
+    grads = record.call(run, (q, k, v, do, watch_name), kwargs, observers=[probe])
     if probe.memory_error:
         raise AssertionError(probe.memory_error)
     ref = reference_grads(q, k, v, do, case)
@@ -466,9 +470,12 @@ def _gpu_backward_scaling(fn, verbose):
     for n in (8192, 16384):
         case = Case("algorithm", 1, 16, 16, n, 128, is_causal=True, window_size=W, sink_size=4)
         q, k, v = (t.requires_grad_() for t in case.make_inputs())
-        out = fn(q, k, v, **case.mask_kwargs())
-        do = torch.randn_like(out)
-        times.append(triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True)))
+
+        def timed():
+            out = fn(q, k, v, **case.mask_kwargs())
+            do = torch.randn_like(out)
+            return float(triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True)))
+        times.append(record.call(timed, ("backward do_bench", n)))     # a replay has nothing to time
     growth = times[1] / times[0]
     if growth > 3.0:
         raise AssertionError(f"Problem 9: the backward's time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: "

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from . import device
+from . import device, record
 from .cases import Case
 from .check import TOLERANCES, CheckFailed, NotImplementedYet, _fail, _not_implemented, run_suite, select_cases
 from .diagnose import locate, whole_output_hypotheses
@@ -231,8 +231,8 @@ def _run(problem, fn, case, q, k, v, do, sink):
     if sink is not None:
         kwargs["sink_logits"] = sink
     guard = Guard(triton_problem=True, seq_len=case.N)
-    t0 = time.perf_counter()
-    try:
+
+    def run():
         with guard:
             out = fn(q, k, v, **kwargs)
             if not isinstance(out, torch.Tensor):
@@ -245,7 +245,11 @@ def _run(problem, fn, case, q, k, v, do, sink):
             grads = torch.autograd.grad(out, leaves, do, allow_unused=True)
             if device.TIER == "gpu":
                 torch.cuda.synchronize()
-    except CheckFailed:
+        return out.detach(), tuple(grads)
+    t0 = time.perf_counter()
+    try:
+        out, grads = record.call(run, leaves + [do], kwargs, observers=[guard])
+    except (CheckFailed, record.NotRecorded):
         raise
     except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
         if _not_implemented(exc):
@@ -263,7 +267,7 @@ def _run(problem, fn, case, q, k, v, do, sink):
         for t in leaves:
             t.requires_grad_(False)
     names = ["dq", "dk", "dv"] + (["dsink"] if sink is not None else [])
-    return out.detach(), dict(zip(names, grads)), guard, time.perf_counter() - t0
+    return out, dict(zip(names, grads)), guard, time.perf_counter() - t0
 
 
 def check_backward_case(problem: int, fn, case: Case):
@@ -410,6 +414,14 @@ def try_backward(fn, case: Case, problem: int = None):
 
 def check_autograd_contract(problem: int, fn, verbose: bool = True):
     """What a user of a torch.autograd.Function relies on, beyond the numbers."""
+    # one recorded call (autograder.record): the verdict is reached on the student's live tensors
+    record.call(lambda: _autograd_contract(problem, fn), ("autograd contract", problem))
+    if verbose:
+        print(f"Problem {problem}: the autograd contract holds (no_grad, partial requires_grad, "
+              f"non-contiguous dO, gradient accumulation).")
+
+
+def _autograd_contract(problem: int, fn):
     case = Case("autograd", 1, 2, 1, 20, 16, is_causal=True, seed=99,
                 window_size=8 if problem == 9 else None, sink_size=2 if problem == 9 else None)
     q, k, v, do, _ = make_inputs(case, problem)
@@ -443,9 +455,6 @@ def check_autograd_contract(problem: int, fn, verbose: bool = True):
                                     f"`# YOUR CODE HERE` and run them again.") from None
         raise CheckFailed(f"Problem {problem}, autograd contract: your function raised "
                           f"{type(exc).__name__}: {exc}") from None
-    if verbose:
-        print(f"Problem {problem}: the autograd contract holds (no_grad, partial requires_grad, "
-              f"non-contiguous dO, gradient accumulation).")
 
 
 # ---------------------------------------------------------------------------------------------

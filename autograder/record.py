@@ -134,6 +134,9 @@ def _rebuild(exc_info):
     name, message, not_implemented = exc_info
     if not_implemented:
         return NotImplementedError(message)
+    from . import check
+    if name in ("CheckFailed", "NotImplementedYet"):      # the checks' own verdicts, raised inside a recording
+        return getattr(check, name)(message)
     cls = getattr(builtins, name, None)
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
@@ -163,8 +166,9 @@ def call(run, args, kwargs=None, observers=()):
                               "kept the checks from running as written (was autograder or torch replaced?)")
         for o, snap in zip(observers, record["observers"]):
             o.restore(snap)
-        for i, after in record["after"].items():
-            tensors[int(i)].copy_(after)
+        with torch.no_grad():      # an input may be a leaf that requires grad
+            for i, after in record["after"].items():
+                tensors[int(i)].copy_(after)
         if record["exc"] is not None:
             raise _rebuild(record["exc"])
         return _decode(record["out"])
