@@ -18,7 +18,7 @@ import torch
 
 from . import device, record
 from .cases import Case
-from .check import TOLERANCES, CheckFailed, NotImplementedYet, _fail, _not_implemented, run_suite, select_cases
+from .check import TOLERANCES, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
 from .diagnose import locate, whole_output_hypotheses
 from .guard import POISON, Guard
 from .masks import attention_mask, dense_mask
@@ -249,20 +249,10 @@ def _run(problem, fn, case, q, k, v, do, sink):
     t0 = time.perf_counter()
     try:
         out, grads = record.call(run, leaves + [do], kwargs, observers=[guard])
-    except (CheckFailed, record.NotRecorded):
-        raise
     except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
-        if _not_implemented(exc):
-            raise NotImplementedYet(
-                f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "
-                f"and run them again.") from None
-        from .reference import ReferenceCalledError
-        if isinstance(exc, ReferenceCalledError):
-            _fail(case, problem, f"cheating detected: {exc}")
-        summary = "".join(__import__("traceback").format_exception_only(type(exc), exc)).strip()[:1500]
-        _fail(case, problem, f"your function (forward + backward) raised {summary}",
-              [f"reproduce it: q, k, v = autograder.{case!r}.make_inputs(); q.requires_grad_() (and k, v); "
-               f"fn(q, k, v, **{case.mask_kwargs()!r}).backward(torch.randn_like(q))"])
+        raised(problem, case, exc, "your function (forward + backward)",
+               f"reproduce it: q, k, v = autograder.{case!r}.make_inputs(); q.requires_grad_() (and k, v); "
+               f"fn(q, k, v, **{case.mask_kwargs()!r}).backward(torch.randn_like(q))")
     finally:
         for t in leaves:
             t.requires_grad_(False)

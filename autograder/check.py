@@ -104,23 +104,28 @@ def _call(problem, fn, case, q, k, v):
     try:
         out = record.call(run, (q, k, v), kwargs, observers=[guard])
     except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
-        if isinstance(exc, record.NotRecorded):
-            raise
-        if _not_implemented(exc):
-            raise NotImplementedYet(
-                f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "
-                f"and run them again.") from None
-        from .reference import ReferenceCalledError
-        if isinstance(exc, ReferenceCalledError):
-            _fail(case, problem, f"cheating detected: {exc}")
-        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        if len(summary) > 1500:
-            summary = summary[:1500] + " ..."
-        _fail(case, problem, f"your function raised {summary}",
-              [f"reproduce it with the full traceback: q, k, v = autograder.{case!r}.make_inputs(); "
-               f"fn(q, k, v, **{case.mask_kwargs()!r})"])
-        raise   # unreachable
+        raised(problem, case, exc, "your function",
+               f"reproduce it with the full traceback: q, k, v = autograder.{case!r}.make_inputs(); "
+               f"fn(q, k, v, **{case.mask_kwargs()!r})")
     return out, guard, time.perf_counter() - t0
+
+
+def raised(problem, case, exc, what, reproduce):
+    """Report an exception from a call of student code: not implemented yet, cheating, or the
+    exception itself with how to reproduce it. Always raises."""
+    if isinstance(exc, (CheckFailed, record.NotRecorded)):
+        raise exc
+    if _not_implemented(exc):
+        raise NotImplementedYet(
+            f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "
+            f"and run them again.") from None
+    from .reference import ReferenceCalledError
+    if isinstance(exc, ReferenceCalledError):
+        _fail(case, problem, f"cheating detected: {exc}")
+    summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if len(summary) > 1500:
+        summary = summary[:1500] + " ..."
+    _fail(case, problem, f"{what} raised {summary}", [reproduce])
 
 
 def _check_output(problem, case, out, q):
