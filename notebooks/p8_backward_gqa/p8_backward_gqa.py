@@ -295,9 +295,11 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 # batch `b`, K/V head `kv_h`. Query heads `kv_h * GROUP ... kv_h * GROUP + GROUP - 1` read this K/V
 # head (Problem 5's rule, `kv_h = h // GROUP`), so `dK` and `dV` get a contribution from each of
 # them. Start `dk` and `dv` at zero (float32, `[BLOCK_N, HEAD_DIM]`) and, for each query head `h`
-# of the group, add its contribution with `_bwd_dkdv_head(dk, dv, k, v, q_head(h), do_head(h),
-# lse_head(h), delta_head(h), ...)`: the given lines build those pointers from `h`. Every head
-# adds into the same registers; the store after the loop writes the sum, once.
+# of the group, add its contribution with `_bwd_dkdv_head(dk, dv, k, v, ...)` called on head `h`'s
+# pointers, which you build from the batch-shifted ones: `Q_ptr + h * stride_qh` and
+# `DO_ptr + h * stride_doh` (strided like q), `LSE_ptr + h * N` and `Delta_ptr + h * N` (both
+# `[B, Hq, N]`, contiguous). Every head adds into the same registers; the store after the loop
+# writes the sum, once.
 
 # %% solution="p8_dkdv_group" export=true
 @triton.jit(do_not_specialize=["N_KV_HEADS"])
