@@ -277,6 +277,9 @@ def test_hostile_submissions(tmp_path):
     sys.path.insert(0, str(REPO / "tools"))
     import sandbox
     isolated, why = sandbox.namespaces_available()
+    if not isolated:    # without namespaces these submissions would really read the answers and write the repo
+        pytest.skip(f"grading is not isolated on this machine ({why}); tests/test_sandbox.py and "
+                    f"tests/test_record.py cover the fallback")
     course, outside = tmp_path / "course", tmp_path / "outside"
     outside.mkdir()
     grade(course, "release", "--no-build")
@@ -308,7 +311,7 @@ def test_hostile_submissions(tmp_path):
 
     rc, out = _run(course, "autograde", "--jobs", "2", "--cell-timeout", "240")
     assert rc == 0, out
-    assert ("sandbox: namespace" in out) == isolated and (isolated or "WITHOUT isolation" in out), out
+    assert "sandbox: namespace" in out, out
     beat = course / "jails" / "vandal" / P3 / "beat.txt"
     assert beat.is_file()                               # the detached child ran while its kernel did ...
     last = beat.read_text()
@@ -316,7 +319,7 @@ def test_hostile_submissions(tmp_path):
     assert beat.read_text() == last, "a setsid child outlived its kernel"     # ... and not one moment longer
     import psutil
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(outside) in " ".join(p.info["cmdline"] or [])]
-    assert not (outside / "escaped.txt").exists() or not isolated
+    assert not (outside / "escaped.txt").exists()
 
     grade(course, "export")
     s = scores(course)
@@ -338,8 +341,6 @@ def test_hostile_submissions(tmp_path):
         assert s[(student, P3)] == {k: 0.0 for k in P3_POINTS}, student
         res = json.loads((course / "results" / student / f"{P3}.json").read_text())
         assert "not confirmed when the grader replayed" in res["cells"]["p3_basic"]["why"]
-    if not isolated:
-        pytest.skip(f"file-system isolation not testable here: {why}")
     assert s[("thief", P3)] == {k: 0.0 for k in P3_POINTS}
     assert "THIEF saw 0 secret files" in _outputs(course, "thief", P3)
     assert "THIEF import failed: ModuleNotFoundError" in _outputs(course, "thief", P3)
