@@ -1,6 +1,6 @@
 """Run a submission's graded cells again in the grader's own process, on its recorded calls.
 
-    AUTOGRADER_REPLAY=<records> python tools/replay.py <rebuilt notebook.ipynb> <out.json> [grade_id ...]
+    AUTOGRADER_REPLAY=<records> python tools/replay.py <rebuilt notebook.ipynb> <out.json>
 
 The student's kernel recorded every call a check made of the student's functions (autograder.record).
 Here the graded cells of the rebuilt notebook (hidden tests included) run once more, with fresh
@@ -52,8 +52,9 @@ def _meta(cell):
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
-def replay(nb, only=None) -> dict:
-    """{grade_id: {"ok", "why"}} for the graded cells of `nb` (those in `only`, when given)."""
+def replay(nb) -> dict:
+    """{grade_id: {"ok", "why"}} for every graded cell of `nb`: all of them run, in order, since a
+    later cell may use what an earlier one defined."""
     from autograder.record import Replayed
 
     ns = {"__name__": "__main__"}
@@ -70,7 +71,7 @@ def replay(nb, only=None) -> dict:
     results = {}
     for cell in nb["cells"]:
         gid = _meta(cell).get("grade_id")
-        if cell["cell_type"] != "code" or not _meta(cell).get("grade") or (only and gid not in only):
+        if cell["cell_type"] != "code" or not _meta(cell).get("grade"):
             continue
         try:
             for name in free_names(cell["source"], known=ns):
@@ -87,10 +88,10 @@ def replay(nb, only=None) -> dict:
 
 
 def main(argv):
-    if len(argv) < 2:
+    if len(argv) != 2:
         sys.exit(__doc__)
     import nbformat
-    results = replay(nbformat.read(argv[0], as_version=4), set(argv[2:]) or None)
+    results = replay(nbformat.read(argv[0], as_version=4))
     with open(argv[1], "w") as f:
         json.dump(results, f, indent=1)
     return 0

@@ -39,7 +39,7 @@ _MNT_DETACH = 2
 _PR_SET_NO_NEW_PRIVS, _PR_SET_PDEATHSIG = 38, 1
 
 
-def unshare_argv(probe: bool = False) -> list[str]:
+def unshare_argv() -> list[str]:
     """The unshare(1) command line that gives a private mount + PID namespace (as any user)."""
     argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--mount-proc"]
     if os.geteuid() != 0:

@@ -34,10 +34,12 @@ def choose_sandbox(wanted: str) -> tuple[str, str]:
 def exposed_paths() -> list[str]:
     """What the kernel needs to import autograder, torch, triton, ipykernel: the Python environment(s)
     and autograder/. Never the repository itself (solutions/, notebooks/ with the hidden tests)."""
+    env = Path(sys.prefix).resolve()
     keep = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), REPO / "autograder"}
     for entry in sys.path:
         p = Path(entry or ".").resolve()
-        if p.is_dir() and p != REPO and p != REPO / "tools" and not p.is_relative_to(REPO / "tools"):
+        # inside the repository only the virtual environment's own entries (.venv/lib/...) count
+        if p.is_dir() and (not p.is_relative_to(REPO) or p.is_relative_to(env)):
             keep.add(p)
     top = []
     for p in sorted({q.resolve() for q in keep}, key=lambda q: len(q.parts)):
