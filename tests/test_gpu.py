@@ -101,6 +101,19 @@ def test_backward_reference_solutions_pass_full_size_cases(problem):
 
 
 @pytest.mark.parametrize("problem", [8, 9])
+def test_backward_more_than_65535_batch_heads(problem):
+    """Every backward kernel (delta, dK/dV with its sink-phase chunks, dQ) on one grid axis: B * Hkv =
+    65540 K/V heads would be "invalid argument" on axis 1."""
+    fn = bench.reference_solution(problem)
+    if fn is None:
+        pytest.skip(f"Problem {problem} is not built")
+    mask = dict(window_size=4, sink_size=2, sink_logits=True) if problem == 9 else {}
+    case = autograder.Case("heads", 2, 32770, 32770, 16, 16, seed=7, is_causal=True, **mask)
+    summary = autograder.check_backward(problem, fn, cases=[case], verbose=False)
+    assert summary.passed == 1
+
+
+@pytest.mark.parametrize("problem", [8, 9])
 def test_capstone_trains_like_pytorch_on_the_gpu(problem):
     from autograder import capstone
     fn = bench.reference_solution(problem)

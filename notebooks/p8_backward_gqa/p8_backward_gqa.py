@@ -154,8 +154,9 @@ def _attn_fwd(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)                 # one grid axis: the query tile is the fast index
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
     kv_h = h // GROUP
@@ -204,10 +205,11 @@ def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr,
                     stride_ob, stride_oh, stride_on, stride_od,
                     stride_dob, stride_doh, stride_don, stride_dod,
                     N, N_Q_HEADS, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(0) % n_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     in_rows = offs_m[:, None] < N
     o = tl.load(O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
@@ -291,7 +293,7 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 
 
 # %% [markdown]
-# **Your part 2: the query-head group.** The program `(pid_n, off_bh)` owns key tile `pid_n` of
+# **Your part 2: the query-head group.** Each program owns one key tile (`start_n`) of
 # batch `b`, K/V head `kv_h`. Query heads `kv_h * GROUP ... kv_h * GROUP + GROUP - 1` read this K/V
 # head (Problem 5's rule, `kv_h = h // GROUP`), so `dK` and `dV` get a contribution from each of
 # them. Start `dk` and `dv` at zero (float32, `[BLOCK_N, HEAD_DIM]`) and, for each query head `h`
@@ -315,10 +317,11 @@ def _attn_bwd_dkdv(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    off_bh = tl.program_id(1)
+    n_n = tl.cdiv(N, BLOCK_N)                 # one grid axis: the key tile is the fast index
+    off_bh = tl.program_id(0) // n_n
     b = off_bh // N_KV_HEADS
     kv_h = off_bh % N_KV_HEADS
-    start_n = tl.program_id(0) * BLOCK_N
+    start_n = tl.program_id(0) % n_n * BLOCK_N
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     in_keys = offs_n[:, None] < N
@@ -397,8 +400,9 @@ def _attn_bwd_dq(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)                 # one grid axis: the query tile is the fast index
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
     kv_h = h // GROUP
@@ -457,7 +461,7 @@ class FlashAttention(torch.autograd.Function):
         o = torch.empty_like(q)
         lse = torch.empty((B, Hq, N), device=q.device, dtype=torch.float32)
         cfg = attention_tiles(D, q.dtype, is_causal)
-        _attn_fwd[(triton.cdiv(N, cfg["BLOCK_M"]), B * Hq)](
+        _attn_fwd[(triton.cdiv(N, cfg["BLOCK_M"]) * B * Hq,)](
             q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
             N, Hq, 1.0 / math.sqrt(D) * LOG2E,
             GROUP=Hq // Hkv, IS_CAUSAL=is_causal, HEAD_DIM=D,
@@ -475,16 +479,16 @@ class FlashAttention(torch.autograd.Function):
         cfg = backward_tiles(D, q.dtype)
         sm_scale = 1.0 / math.sqrt(D)
         delta = torch.empty_like(lse)
-        _attn_bwd_delta[(triton.cdiv(N, cfg["BLOCK_M2"]), B * Hq)](
+        _attn_bwd_delta[(triton.cdiv(N, cfg["BLOCK_M2"]) * B * Hq,)](
             o, do, delta, *o.stride(), *do.stride(), N, Hq, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M2"])
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         common = dict(IS_CAUSAL=ctx.is_causal, GROUP=Hq // Hkv, HEAD_DIM=D,
                       num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-        _attn_bwd_dkdv[(triton.cdiv(N, cfg["BLOCK_N1"]), B * Hkv)](
+        _attn_bwd_dkdv[(triton.cdiv(N, cfg["BLOCK_N1"]) * B * Hkv,)](
             q, k, v, do, lse, delta, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale,
             BLOCK_M=cfg["BLOCK_M1"], BLOCK_N=cfg["BLOCK_N1"], **common)
-        _attn_bwd_dq[(triton.cdiv(N, cfg["BLOCK_M2"]), B * Hq)](
+        _attn_bwd_dq[(triton.cdiv(N, cfg["BLOCK_M2"]) * B * Hq,)](
             q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale,
             BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], **common)

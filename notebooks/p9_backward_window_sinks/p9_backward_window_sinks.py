@@ -147,8 +147,9 @@ def _attn_fwd(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_SINK_LOGITS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)                 # one grid axis: the query tile is the fast index
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
     kv_h = h // GROUP
@@ -215,10 +216,11 @@ def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr, LSE_ptr, Sink_ptr, DSink_ptr,
                     stride_ob, stride_oh, stride_on, stride_od,
                     stride_dob, stride_doh, stride_don, stride_dod,
                     N, N_Q_HEADS, HAS_SINK_LOGITS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(0) % n_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     in_rows = offs_m[:, None] < N
     o = tl.load(O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
@@ -228,7 +230,7 @@ def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr, LSE_ptr, Sink_ptr, DSink_ptr,
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(Delta_ptr + off_bh.to(tl.int64) * N + offs_m, delta, mask=offs_m < N)
     if HAS_SINK_LOGITS:
-        pid = off_bh * tl.num_programs(0) + tl.program_id(0)
+        pid = tl.program_id(0)
         ### BEGIN SOLUTION
         sink2 = tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634
         lse = tl.load(LSE_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=float("inf"))
@@ -371,7 +373,7 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 # done by the tile's own program, after its window phases.
 
 # %% export=true
-@triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS"])
+@triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS", "N_EXTRA"])
 def _attn_bwd_dkdv(
     Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, DKS_ptr, DVS_ptr,
     stride_qb, stride_qh, stride_qn, stride_qd,
@@ -380,15 +382,17 @@ def _attn_bwd_dkdv(
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    N, N_KV_HEADS, qk_scale, sm_scale, WINDOW, SINKS, SINK_CHUNK, N_CHUNKS,
+    N, N_KV_HEADS, qk_scale, sm_scale, WINDOW, SINKS, SINK_CHUNK, N_CHUNKS, N_EXTRA,
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    off_bh = tl.program_id(1)
+    # one grid axis; per (batch, K/V head): its key tiles, then N_EXTRA sink-phase chunks
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    n_progs = n_tiles + N_EXTRA
+    off_bh = tl.program_id(0) // n_progs
     b = off_bh // N_KV_HEADS
     kv_h = off_bh % N_KV_HEADS
-    pid = tl.program_id(0)
-    n_tiles = tl.cdiv(N, BLOCK_N)
+    pid = tl.program_id(0) % n_progs
     # programs past the key tiles: chunk 1 .. N_CHUNKS of a sink tile's sink phase
     extra = tl.maximum(pid - n_tiles, 0)
     chunk = tl.where(pid < n_tiles, 0, extra % N_CHUNKS + 1)
@@ -416,7 +420,7 @@ def _attn_bwd_dkdv(
     dk *= sm_scale
     if chunk > 0:
         # a partial sum: [extra, B * Hkv, BLOCK_N, HEAD_DIM] float32, added up by the wrapper
-        part = (extra * tl.num_programs(1) + off_bh).to(tl.int64) * BLOCK_N * HEAD_DIM \
+        part = (extra * (tl.num_programs(0) // n_progs) + off_bh).to(tl.int64) * BLOCK_N * HEAD_DIM \
             + tl.arange(0, BLOCK_N)[:, None] * HEAD_DIM + offs_d[None, :]
         tl.store(DKS_ptr + part, dk)
         tl.store(DVS_ptr + part, dv)
@@ -459,8 +463,9 @@ def _attn_bwd_dq(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if IS_CAUSAL else tl.program_id(0)
-    off_bh = tl.program_id(1)
+    n_m = tl.cdiv(N, BLOCK_M)                 # one grid axis: the query tile is the fast index
+    pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
+    off_bh = tl.program_id(0) // n_m
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
     kv_h = h // GROUP
@@ -521,7 +526,7 @@ class FlashAttention(torch.autograd.Function):
         cfg = attention_tiles(D, q.dtype, is_causal)
         has_sink = sink_logits is not None
         sink = sink_logits.detach().float().contiguous() if has_sink else lse    # a placeholder pointer
-        _attn_fwd[(triton.cdiv(N, cfg["BLOCK_M"]), B * Hq)](
+        _attn_fwd[(triton.cdiv(N, cfg["BLOCK_M"]) * B * Hq,)](
             q, k, v, o, lse, sink, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
             N, Hq, 1.0 / math.sqrt(D) * LOG2E, window, sinks,
             GROUP=Hq // Hkv, IS_CAUSAL=is_causal, HAS_SINK_LOGITS=has_sink, HEAD_DIM=D,
@@ -542,7 +547,7 @@ class FlashAttention(torch.autograd.Function):
         n_tiles = triton.cdiv(N, cfg["BLOCK_M2"])
         delta = torch.empty_like(lse)
         dsink = torch.empty((B, Hq, n_tiles), device=q.device, dtype=torch.float32) if has_sink else delta
-        _attn_bwd_delta[(n_tiles, B * Hq)](
+        _attn_bwd_delta[(n_tiles * B * Hq,)](
             o, do, delta, lse, sink, dsink, *o.stride(), *do.stride(), N, Hq,
             HAS_SINK_LOGITS=has_sink, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M2"])
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -555,10 +560,11 @@ class FlashAttention(torch.autograd.Function):
         n_chunks = max(triton.cdiv(N, chunk) - 1, 0)
         n_extra = sink_tiles * n_chunks
         parts = torch.zeros((2, max(n_extra, 1), B * Hkv, bn, D), device=q.device, dtype=torch.float32)
-        _attn_bwd_dkdv[(triton.cdiv(N, bn) + n_extra, B * Hkv)](
+        _attn_bwd_dkdv[((triton.cdiv(N, bn) + n_extra) * B * Hkv,)](
             q, k, v, do, lse, delta, dk, dv, parts[0], parts[1],
             *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks, chunk, max(n_chunks, 1),
+            n_extra,
             BLOCK_M=bm, BLOCK_N=bn, **common)
         if n_extra:
             # [2, sink tiles, chunks, B, Hkv, bn, D] -> the chunks' sum, as [2, B, Hkv, rows, D]
@@ -567,7 +573,7 @@ class FlashAttention(torch.autograd.Function):
             extra = extra.permute(0, 2, 3, 1, 4, 5).reshape(2, B, Hkv, sink_tiles * bn, D)[:, :, :, :rows]
             dk[:, :, :rows] = (dk[:, :, :rows].float() + extra[0]).to(dk.dtype)      # one rounding
             dv[:, :, :rows] = (dv[:, :, :rows].float() + extra[1]).to(dv.dtype)
-        _attn_bwd_dq[(n_tiles, B * Hq)](
+        _attn_bwd_dq[(n_tiles * B * Hq,)](
             q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale, window, sinks,
             BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], **common)
