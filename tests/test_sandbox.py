@@ -33,13 +33,16 @@ subprocess.Popen(["setsid", "sh", "-c", "while true; do date +%s%N > beat.txt; s
                  start_new_session=True)
 import time; time.sleep(0.5)
 if os.environ.get("PROBE_GPU"):
-    import torch, triton, triton.language as tl
-
-    @triton.jit
-    def fill(X, value):
-        tl.store(X + tl.arange(0, 16), tl.full((16,), value, tl.float32))
+    # @triton.jit reads its function's source: from a file here (a notebook cell's is in linecache)
+    open("fill_kernel.py", "w").write(
+        "import triton, triton.language as tl\n"
+        "@triton.jit\n"
+        "def fill(X, value):\n"
+        "    tl.store(X + tl.arange(0, 16), tl.full((16,), value, tl.float32))\n")
+    sys.path.insert(0, os.getcwd())
+    import torch, fill_kernel
     x = torch.zeros(16, device="cuda")
-    fill[(1,)](x, 3.0)
+    fill_kernel.fill[(1,)](x, 3.0)
     report["gpu"] = x.sum().item()
 open("report.json", "w").write(json.dumps(report))
 '''
