@@ -52,8 +52,11 @@ def backward_tiles(head_dim: int, dtype: torch.dtype = None) -> dict:
     if cap >= (9, 0):
         # Measured on an H200 (bf16, Triton 3.6, backward alone, 7 configurations x 5 shapes):
         # 64 x 128 tiles with 8 warps won the D=128 shapes (395 vs 297-359 TFLOP/s causal N=16384;
-        # 257 vs 101-250 window 1024); 32 x 64 with 4 warps loses 6-9% there.
-        return dict(BLOCK_M1=64, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=64, num_warps=8, num_stages=3)
+        # 257 vs 101-250 window 1024), 32 x 64 with 4 warps the D=64 narrow-window shape (76 vs 37-56:
+        # with W=128 a 128-row tile is mostly masked).
+        if head_dim > 64:
+            return dict(BLOCK_M1=64, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=64, num_warps=8, num_stages=3)
+        return dict(BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=3)
     if cap >= (8, 0):
         return dict(BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=2)
     # T4: 64 KiB of shared memory, fp16
