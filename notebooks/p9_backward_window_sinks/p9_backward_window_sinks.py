@@ -366,11 +366,11 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 # The rest of the dK/dV kernel is Problem 8's (the group loop included), with one addition for
 # speed. The sink phase of a key tile holding sinks runs to `N`: with `N = 8192` and 8 query heads
 # per K/V head that is 2048 query tiles in one program, while the others do a few dozen, and the
-# whole backward waits for it. So the wrapper launches extra programs for the sink tiles: program
-# `(pid, off_bh)` with `pid >= cdiv(N, BLOCK_N)` takes chunk `c >= 1` of a sink tile's sink phase
-# (`SINK_CHUNK` query rows) and writes its partial `dK, dV` to a float32 buffer; the wrapper adds
-# the chunks (a sum over a small tensor, in a fixed order: deterministic, no atomics). Chunk 0 is
-# done by the tile's own program, after its window phases.
+# whole backward waits for it. So the wrapper launches `N_EXTRA` extra programs per (batch, K/V
+# head), after its key tiles: each takes chunk `c >= 1` of a sink tile's sink phase (`SINK_CHUNK`
+# query rows). Chunk 0 is done by the tile's own program, after its window phases. A sink tile's
+# programs all write float32 partials `dK, dV`, and `_attn_bwd_sink_sum` adds them in a fixed order
+# and rounds once (deterministic, no atomics).
 
 # %% export=true
 @triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS", "N_EXTRA"])
@@ -418,10 +418,10 @@ def _attn_bwd_dkdv(
                                 start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
                                 IS_CAUSAL, BLOCK_M, BLOCK_N)
     dk *= sm_scale
-    if chunk > 0:
-        # a partial sum: [extra, B * Hkv, BLOCK_N, HEAD_DIM] float32, added up by the wrapper
-        part = (extra * (tl.num_programs(0) // n_progs) + off_bh).to(tl.int64) * BLOCK_N * HEAD_DIM \
-            + tl.arange(0, BLOCK_N)[:, None] * HEAD_DIM + offs_d[None, :]
+    if (N_EXTRA > 0) & (start_n < SINKS):
+        # a partial sum, float32 [sink tile, chunk (0 .. N_CHUNKS), B * Hkv, BLOCK_N, HEAD_DIM]
+        part = ((start_n // BLOCK_N * (N_CHUNKS + 1) + chunk) * (tl.num_programs(0) // n_progs) + off_bh
+                ).to(tl.int64) * BLOCK_N * HEAD_DIM + tl.arange(0, BLOCK_N)[:, None] * HEAD_DIM + offs_d[None, :]
         tl.store(DKS_ptr + part, dk)
         tl.store(DVS_ptr + part, dv)
     else:
@@ -431,6 +431,40 @@ def _attn_bwd_dkdv(
         tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh
                  + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV_ptr.dtype.element_ty),
                  mask=in_keys)
+
+
+@triton.jit
+def _attn_bwd_sink_sum(
+    DK_ptr, DV_ptr, DKS_ptr, DVS_ptr,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    N, N_KV_HEADS, N_CHUNKS, N_BH,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # one program per key row of a sink tile (and batch, K/V head): hundreds of programs, each
+    # adding that row's chunks 0 .. N_CHUNKS, BLOCK_C at a time in a fixed order; one rounding
+    row = tl.program_id(0) % BLOCK_N
+    off_bh = tl.program_id(0) // BLOCK_N % N_BH
+    tile = tl.program_id(0) // (BLOCK_N * N_BH)
+    b = off_bh // N_KV_HEADS
+    kv_h = off_bh % N_KV_HEADS
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_d = tl.arange(0, HEAD_DIM)
+    dk = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    for c0 in range(0, N_CHUNKS + 1, BLOCK_C):
+        # the partials are [sink tile, chunk, B * Hkv, BLOCK_N, HEAD_DIM]
+        part = (((tile * (N_CHUNKS + 1) + c0 + offs_c[:, None]) * N_BH + off_bh).to(tl.int64) * BLOCK_N
+                + row) * HEAD_DIM + offs_d[None, :]
+        in_chunks = c0 + offs_c[:, None] <= N_CHUNKS
+        dk += tl.sum(tl.load(DKS_ptr + part, mask=in_chunks, other=0.0), axis=0)
+        dv += tl.sum(tl.load(DVS_ptr + part, mask=in_chunks, other=0.0), axis=0)
+    n = tile * BLOCK_N + row
+    if n < N:
+        tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh + n * stride_dkn
+                 + offs_d * stride_dkd, dk.to(DK_ptr.dtype.element_ty))
+        tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh + n * stride_dvn
+                 + offs_d * stride_dvd, dv.to(DV_ptr.dtype.element_ty))
 
 
 # %% [markdown]
@@ -559,7 +593,9 @@ class FlashAttention(torch.autograd.Function):
         sink_tiles = triton.cdiv(sinks, bn) if is_causal and window < N else 0
         n_chunks = max(triton.cdiv(N, chunk) - 1, 0)
         n_extra = sink_tiles * n_chunks
-        parts = torch.zeros((2, max(n_extra, 1), B * Hkv, bn, D), device=q.device, dtype=torch.float32)
+        # every slot is written: a sink tile's own program (chunk 0) and its N_CHUNKS extra programs
+        parts = torch.empty((2, sink_tiles * (n_chunks + 1) if n_extra else 1, B * Hkv, bn, D),
+                            device=q.device, dtype=torch.float32)
         _attn_bwd_dkdv[((triton.cdiv(N, bn) + n_extra) * B * Hkv,)](
             q, k, v, do, lse, delta, dk, dv, parts[0], parts[1],
             *q.stride(), *k.stride(), *v.stride(), *do.stride(),
@@ -567,12 +603,10 @@ class FlashAttention(torch.autograd.Function):
             n_extra,
             BLOCK_M=bm, BLOCK_N=bn, **common)
         if n_extra:
-            # [2, sink tiles, chunks, B, Hkv, bn, D] -> the chunks' sum, as [2, B, Hkv, rows, D]
-            rows = min(sink_tiles * bn, N)
-            extra = parts.view(2, sink_tiles, n_chunks, B, Hkv, bn, D).sum(2)
-            extra = extra.permute(0, 2, 3, 1, 4, 5).reshape(2, B, Hkv, sink_tiles * bn, D)[:, :, :, :rows]
-            dk[:, :, :rows] = (dk[:, :, :rows].float() + extra[0]).to(dk.dtype)      # one rounding
-            dv[:, :, :rows] = (dv[:, :, :rows].float() + extra[1]).to(dv.dtype)
+            # (one chunk at a time on the CPU: in the small cases chunk 1 is then a second step)
+            _attn_bwd_sink_sum[(sink_tiles * B * Hkv * bn,)](
+                dk, dv, parts[0], parts[1], *dk.stride(), *dv.stride(), N, Hkv, n_chunks, B * Hkv,
+                HEAD_DIM=D, BLOCK_N=bn, BLOCK_C=min(triton.next_power_of_2(n_chunks + 1), 32 if q.is_cuda else 1))
         _attn_bwd_dq[(n_tiles * B * Hq,)](
             q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale, window, sinks,
