@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import device, record
+from . import device, problems, record
 from .masks import attention_mask, dense_mask
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def count_tiles(fn, problem, n, *, D=16, is_causal=True, window_size=None, sink_
     out = record.call(run, (q, k, v), kwargs, observers=[probe])
     if probe.memory_error:
         raise AssertionError(probe.memory_error)
-    if problem == 1:
+    if problems.get(problem).returns_lse:
         out = out[0]
     from .reference import reference_attention
     from .check import TOLERANCES
@@ -283,7 +283,8 @@ def check_tile_skipping(fn, problem: int, verbose: bool = True):
     from .tiles import attention_tiles
     cfg = attention_tiles(16, device.DTYPE, True)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    if problem == 4:
+    spec = problems.get(problem)
+    if not spec.window:
         n = 100
         visits, masked, _ = count_tiles(fn, problem, n, is_causal=True)
         need_v, need_m = needed_tiles(n, bm, bn, is_causal=True)
@@ -302,7 +303,7 @@ def check_tile_skipping(fn, problem: int, verbose: bool = True):
             print(report)
         return report
 
-    mask = dict(is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS if problem == 7 else None)
+    mask = dict(is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS if spec.sinks else None)
     reports = []
     for n in (_WINDOW_N, 2 * _WINDOW_N):
         visits, masked, _ = count_tiles(fn, problem, n, **mask)
@@ -313,10 +314,10 @@ def check_tile_skipping(fn, problem: int, verbose: bool = True):
     causal_v = needed_tiles(2 * _WINDOW_N, bm, bn, is_causal=True)[0]
     # linear work doubles; quadratic quadruples. 2.6 leaves room for the ends of the sequence.
     if growth > 2.6 or big.visits > 2 * big.needed_visits + 4:
-        what = "window" if problem == 6 else "window and the sink tiles"
+        what = "window and the sink tiles" if spec.sinks else "window"
         raise AssertionError(
             f"Problem {problem}: the output is right, but your kernel visits key tiles its mask rules out. "
-            f"With W={_WINDOW_W}" + (f", S={_SINKS}" if problem == 7 else "") +
+            f"With W={_WINDOW_W}" + (f", S={_SINKS}" if spec.sinks else "") +
             f": {small.visits} key-tile visits at N={small.N}, {big.visits} at N={big.N} (x{growth:.1f}); "
             f"a sliding-window kernel does about {big.needed_visits} at N={big.N} and doubles with N "
             f"(O(N * W)), plain causal attention does {causal_v} and quadruples (O(N^2)). Start each "
@@ -342,10 +343,11 @@ def _correctness_gate(fn, problem):
     kernel the check's own message."""
     from .cases import Case
     from .check import CheckFailed, NotImplementedYet, check
+    spec = problems.get(problem)
     mask = dict(is_causal=True)
-    if problem >= 6:
-        mask.update(window_size=_WINDOW_W, sink_size=_SINKS if problem == 7 else None)
-    heads = [(2, 2)] if problem == 4 else [(4, 2), (6, 1)]
+    if spec.window:
+        mask.update(window_size=_WINDOW_W, sink_size=_SINKS if spec.sinks else None)
+    heads = [(4, 2), (6, 1)] if spec.gqa else [(2, 2)]
     cases = [Case("skipping", 2, hq, hkv, 70, 16, seed=90 + i, **mask) for i, (hq, hkv) in enumerate(heads)]
     try:
         check(problem, fn, cases=cases, verbose=False)
@@ -362,7 +364,8 @@ def _gpu_scaling(fn, problem, verbose):
     For Problem 4 the time is compared with the number of attended pairs: a causal kernel that
     skips the tiles right of the diagonal runs in about half the time of the non-causal one."""
     from .cases import Case
-    if problem == 4:
+    spec = problems.get(problem)
+    if not spec.window:
         B, H, N, D = 4, 16, 4096, 128
         times = {}
         for causal in (False, True):
@@ -383,7 +386,7 @@ def _gpu_scaling(fn, problem, verbose):
     W = 1024
     times = []
     for n in (8192, 16384):
-        kw = dict(is_causal=True, window_size=W, sink_size=4 if problem == 7 else None)
+        kw = dict(is_causal=True, window_size=W, sink_size=4 if spec.sinks else None)
         q, k, v = Case("algorithm", 2, 16, 16, n, 128, **kw).make_inputs()
         times.append(_timed(fn, q, k, v, Case("x", 1, 1, 1, 1, 16, **kw).mask_kwargs()))
     growth = times[1] / times[0]

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from . import device, record
+from . import device, problems, record
 from .cases import Case
 from .check import TOLERANCES, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
 from .diagnose import locate, whole_output_hypotheses
@@ -25,8 +25,6 @@ from .masks import attention_mask, dense_mask
 
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
-
-TITLES = {8: "Backward pass, causal GQA", 9: "Backward pass, sliding window + sinks + learned sink logits"}
 
 # (atol, rtol) for a gradient, atol relative to the largest |reference| element of that gradient:
 # dK sums N products of 16-bit dS and q, so its absolute error grows with its own size.
@@ -67,7 +65,7 @@ def make_inputs(case: Case, problem: int):
     q, k, v = case.make_inputs()
     do = dataclasses.replace(case, seed=case.seed + 7919, Hkv=case.Hq, spread=1.0).make_inputs()[0]
     sink = None
-    if problem == 9 and case.sink_logits:
+    if problems.get(problem).sink_logits and case.sink_logits:
         gen = torch.Generator().manual_seed(case.seed + 31)
         sink = (torch.randn(case.Hq, generator=gen) * 1.5 + 0.5).to(device.DEVICE, torch.float32)
     return q, k, v, do, sink
@@ -378,8 +376,9 @@ def _layout_hint(problem, fn, case, q, k, v, do, sink, tol):
 
 def check_backward(problem: int, fn, family: str = None, cases=None, verbose: bool = True):
     """Check `fn` forward and backward on problem `problem`'s visible cases (or `cases`)."""
-    if problem not in TITLES:
-        raise ValueError(f"check_backward is for Problems 8 and 9, got {problem!r}")
+    spec = problems.PROBLEMS.get(problem)
+    if spec is None or not spec.backward:
+        raise ValueError(f"check_backward is for Problems {problems.numbers('check_backward')}, got {problem!r}")
     if not callable(fn):
         raise TypeError(f"fn must be your function (e.g. flash_attention_forward), got {type(fn).__name__}")
     cases = select_cases(backward_cases(problem) if cases is None else cases, family)
@@ -428,8 +427,9 @@ def check_autograd_contract(problem: int, fn, verbose: bool = True):
 
 
 def _autograd_contract(problem: int, fn):
+    spec = problems.get(problem)
     case = Case("autograd", 1, 2, 1, 20, 16, is_causal=True, seed=99,
-                window_size=8 if problem == 9 else None, sink_size=2 if problem == 9 else None)
+                window_size=8 if spec.window else None, sink_size=2 if spec.sinks else None)
     q, k, v, do, _ = make_inputs(case, problem)
     kw = case.mask_kwargs()
     fail = lambda msg: (_ for _ in ()).throw(CheckFailed(f"Problem {problem}, autograd contract: {msg}"))  # noqa: E731
@@ -474,8 +474,10 @@ def _c(family, B, Hq, Hkv, N, D, **kw):
 def backward_cases(problem: int, tier: str = None):
     """The visible cases of Problems 8 and 9 on this tier."""
     tier = tier or device.TIER
-    if problem not in TITLES:
-        raise ValueError(f"no backward cases for problem {problem!r}")
+    spec = problems.PROBLEMS.get(problem)
+    if spec is None or not spec.backward:
+        raise ValueError(f"no backward cases for problem {problem!r}; problems {problems.numbers('check_backward')} "
+                         f"check the backward")
     ck = dict(is_causal=True)
     f32 = torch.float32
     if tier == "cpu":
@@ -514,7 +516,7 @@ def backward_cases(problem: int, tier: str = None):
             _c("gqa", 2, 4, 4, 300, 64, seed=14, is_causal=False),
             _c("gqa", 1, 16, 4, 1024, 128, seed=15, **ck),
         ]
-    if problem == 9:
+    if spec.window or spec.sinks or spec.sink_logits:
         cases += _window_sink_cases(tier)
     return cases
 

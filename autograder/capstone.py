@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import device, record
+from . import device, problems, record
 from .check import CheckFailed, NotImplementedYet, _not_implemented
 
 
@@ -44,13 +44,15 @@ class Config:
 
 def config(problem: int, tier: str = None) -> Config:
     tier = tier or device.TIER
-    p9 = dict(window_size=16, sink_size=2, sink_logits=True) if problem == 9 else {}
+    spec = problems.get(problem)
+    mask = dict(window_size=16 if spec.window else None, sink_size=2 if spec.sinks else None,
+                sink_logits=spec.sink_logits)
     if tier == "cpu":           # the interpreter: a tiny model, a few steps (~10 s)
-        return Config(**p9)
-    if problem == 9:
-        p9["window_size"] = 64
+        return Config(**mask)
+    if spec.window:
+        mask["window_size"] = 64
     return Config(vocab=64, n_layer=4, n_q_heads=8, n_kv_heads=2, head_dim=64, seq_len=512, batch=16,
-                  steps=60, lr=1e-3, period=24, **p9)
+                  steps=60, lr=1e-3, period=24, **mask)
 
 
 def reference_attention_torch(q, k, v, is_causal=True, window_size=None, sink_size=None, sink_logits=None):

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from . import device
+from . import device, problems
 from .masks import mask_kwargs
 
 LAYOUTS = ("contiguous", "bnhd", "padded", "bhdn")
@@ -107,9 +107,10 @@ def _c(family, B, Hq, Hkv, N, D, **kw):
 
 
 def _attention_cases(problem: int, tier: str):
-    causal = problem == 1 or problem >= 4   # Problem 1 teaches the causal mask; its "full" family checks the rest
+    spec = problems.get(problem)
+    causal = spec.causal    # Problem 1 teaches the causal mask; its "full" family checks the rest
     ck = {"is_causal": causal}
-    gqa = problem >= 5
+    gqa = spec.gqa
     f32 = torch.float32
     if tier == "cpu":
         # The interpreter costs ~4 ms per tile iteration: keep every suite well under 30 s.
@@ -166,9 +167,9 @@ def _attention_cases(problem: int, tier: str):
         # acc (or l_i) still gives the right answer, and the basic cell would pass it
         cases.insert(2, _c("basic", 1, 2, 2, 200 if tier == "cpu" else 1000, 16 if tier == "cpu" else 64,
                            seed=204, spread=2.0, **ck))
-    if problem >= 6:
+    if spec.window:
         cases += _window_cases(tier)
-    if problem == 7:
+    if spec.sinks:
         cases += _sink_cases(tier)
     return cases
 
@@ -215,6 +216,8 @@ def _sink_cases(tier):
 
 def visible_cases(problem: int, tier: str = None):
     tier = tier or device.TIER
-    if problem not in (1, 3, 4, 5, 6, 7):
-        raise ValueError(f"no attention cases for problem {problem!r}; problems 1 and 3-7 check attention")
+    spec = problems.PROBLEMS.get(problem)
+    if spec is None or spec.checker != "check":
+        raise ValueError(f"no attention cases for problem {problem!r}; problems {problems.numbers('check')} "
+                         f"check attention")
     return _attention_cases(problem, tier)

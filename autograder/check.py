@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import device, record
+from . import device, problems, record
 from .cases import Case, visible_cases
 from .diagnose import locate, mask_flips, nan_hypotheses, whole_output_hypotheses
 from .guard import POISON, Guard
@@ -28,15 +28,6 @@ TOLERANCES = {
     torch.bfloat16: (2e-2, 2e-2),
 }
 LSE_TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
-
-TITLES = {
-    1: "PyTorch FlashAttention (blockwise online softmax)",
-    3: "Triton FlashAttention forward, non-causal",
-    4: "Causal FlashAttention, two phases",
-    5: "Grouped-query attention",
-    6: "Sliding-window attention",
-    7: "Attention sinks + sliding window + GQA",
-}
 
 
 class CheckFailed(AssertionError):
@@ -90,8 +81,7 @@ def _fail(case, problem, msg, hints=()):
 
 
 def _call(problem, fn, case, q, k, v):
-    triton_problem = problem != 1
-    guard = Guard(triton_problem=triton_problem, seq_len=case.N, inputs=(q, k, v))
+    guard = Guard(triton_problem=not problems.get(problem).pytorch, seq_len=case.N, inputs=(q, k, v))
     kwargs = case.mask_kwargs()
 
     def run():
@@ -129,9 +119,9 @@ def raised(problem, case, exc, what, reproduce):
 
 
 def _check_output(problem, case, out, q):
-    if problem == 1:
+    if problems.get(problem).returns_lse:
         if not (isinstance(out, tuple) and len(out) == 2):
-            _fail(case, problem, f"Problem 1 returns (O, lse): the output and the log-sum-exp of each row; "
+            _fail(case, problem, f"Problem {problem} returns (O, lse): the output and the log-sum-exp of each row; "
                                  f"got {type(out).__name__}")
         out, lse = out
     else:
@@ -170,7 +160,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
             _fail(case, problem, f"your function modified its input {name}: compute into a new output tensor.")
 
     atol, rtol = TOLERANCES[case.resolved_dtype]
-    pytorch = problem == 1          # Problem 1 is PyTorch: hints in torch's words, no grid or strides
+    pytorch = problems.get(problem).pytorch     # hints in torch's words, no grid or strides
     got = out.double()
     unwritten = got == torch.tensor(POISON, dtype=out.dtype).double()
     if unwritten.any():
@@ -230,20 +220,22 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
 def _layout_hint(problem, fn, case, q, k, v, atol, rtol):
     """A failure on strided inputs: blame the strides only when contiguous copies of the same inputs
     pass; otherwise the mistake is elsewhere (loop bounds, mask) and this case merely showed it first."""
+    spec = problems.get(problem)
+    pytorch = spec.pytorch
     qc, kc, vc = (t.contiguous() for t in (q, k, v))
     try:
         out, _, _ = _call(problem, fn, case, qc, kc, vc)
-        out = out[0] if problem == 1 else out
+        out = out[0] if spec.returns_lse else out
         expected = reference_attention(qc, kc, vc, **case.mask_kwargs())
         contiguous_ok = (out.double() - expected).abs().le(atol + rtol * expected.abs()).all().item()
     except Exception:   # noqa: BLE001 - the student's code failing on contiguous inputs is an answer too
         contiguous_ok = False
     if not contiguous_ok:
         return ("the output is wrong for contiguous copies of these inputs too, so the strides are not "
-                "(only) to blame: " + ("check the mask and the online-softmax update." if problem == 1 else
+                "(only) to blame: " + ("check the mask and the online-softmax update." if pytorch else
                                        "check the loop bounds (which key tiles each query tile visits) "
                                        "and the mask."))
-    if problem == 1:
+    if pytorch:
         return (f"this case's q, k, v are non-contiguous views ({case.layout} layout) and contiguous copies "
                 "pass: use operations that work on any memory layout (slicing, @, F.pad), not .view() or "
                 "storage offsets.")
@@ -256,12 +248,13 @@ def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True
     """Check `fn` on problem `problem`'s visible cases (or `cases`), optionally one `family` of them.
 
     Prints one row per case behind a progress bar and raises AssertionError on the first failure."""
-    if problem not in TITLES:
-        if problem == 2:
-            raise ValueError("Problem 2 has its own checks: autograder.triton_basics.check_*(fn)")
-        if problem in (8, 9):
-            raise ValueError(f"Problem {problem} checks the backward pass: autograder.check_backward({problem}, fn)")
-        raise ValueError(f"problem must be one of {sorted(TITLES)}, got {problem!r}")
+    spec = problems.PROBLEMS.get(problem)
+    if spec is not None and spec.checker == "triton_basics":
+        raise ValueError(f"Problem {problem} has its own checks: autograder.triton_basics.check_*(fn)")
+    if spec is not None and spec.checker == "check_backward":
+        raise ValueError(f"Problem {problem} checks the backward pass: autograder.check_backward({problem}, fn)")
+    if spec is None or spec.checker != "check":
+        raise ValueError(f"problem must be one of {problems.numbers('check')}, got {problem!r}")
     if not callable(fn):
         raise TypeError(f"fn must be your function (e.g. flash_attention_forward), got {type(fn).__name__}")
     cases = select_cases(visible_cases(problem) if cases is None else cases, family)

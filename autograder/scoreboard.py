@@ -13,15 +13,15 @@ import time
 
 import autograder
 from autograder import bench, device
-
-PROBLEMS = {1: bench.SOLUTION_MODULES[1], 2: "solutions.p2_triton_basics", **{p: bench.SOLUTION_MODULES[p] for p in (3, 4, 5, 6, 7, 8, 9)}}
+from autograder.problems import PROBLEMS
 
 
 def _check_problem(problem, module):
-    if problem == 2:
+    checker = PROBLEMS[problem].checker
+    if checker == "triton_basics":
         from autograder import triton_basics
         return triton_basics.check_all(module, verbose=False)
-    if problem in autograder.backward.TITLES:
+    if checker == "check_backward":
         return autograder.check_backward(problem, module.flash_attention_forward, verbose=False)
     return autograder.check(problem, module.flash_attention_forward, verbose=False)
 
@@ -29,13 +29,13 @@ def _check_problem(problem, module):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-bench", action="store_true", help="skip the GPU benchmark")
-    parser.add_argument("--problems", type=int, nargs="*", default=sorted(PROBLEMS))
+    parser.add_argument("--problems", type=int, nargs="*", choices=sorted(PROBLEMS), default=sorted(PROBLEMS))
     args = parser.parse_args(argv)
 
     rows, failed = [], 0
     for problem in args.problems:
         try:
-            module = importlib.import_module(PROBLEMS[problem])
+            module = importlib.import_module(PROBLEMS[problem].module)
         except ModuleNotFoundError:
             rows.append((problem, "-", "not built yet", 0.0))
             continue
@@ -56,7 +56,7 @@ def main(argv=None):
             print("\nBenchmarks skipped: no CUDA GPU (CPU tier). On a GPU this prints TFLOP/s next to SDPA and FlexAttention.")
         else:
             records = []
-            for problem in (3, 4, 5, 6, 7):
+            for problem in sorted(bench.SHAPES):
                 ref = bench.reference_solution(problem)
                 if ref is not None:
                     records += bench.benchmark(problem, None, baselines=("reference", "sdpa_cudnn", "flex", "naive"),
@@ -64,7 +64,7 @@ def main(argv=None):
             print("\nBenchmark (median of triton.testing.do_bench, L2 flushed; TFLOP/s over attended pairs)")
             bench.print_table(records)
             records = []
-            for problem in (8, 9):
+            for problem in sorted(bench.BACKWARD_SHAPES):
                 if bench.reference_solution(problem) is not None:
                     records += bench.benchmark_backward(problem, None, baselines=("reference", "sdpa_cudnn", "flex"),
                                                         verbose=False)

@@ -9,6 +9,7 @@ import torch
 
 import autograder
 from autograder import bench
+from autograder.problems import PROBLEMS, numbers
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(autograder.TIER != "gpu", reason="needs a CUDA GPU (GPU tier)")]
@@ -20,7 +21,7 @@ def test_tier_dtype():
     assert autograder.DTYPE == (torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float16)
 
 
-@pytest.mark.parametrize("problem", [1, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("problem", numbers("check"))
 def test_reference_solutions_pass_full_size_cases(problem):
     fn = bench.reference_solution(problem)
     summary = autograder.check(problem, fn, verbose=False)
@@ -28,14 +29,13 @@ def test_reference_solutions_pass_full_size_cases(problem):
     assert any(c.N >= 2048 and c.D == 128 for c in autograder.visible_cases(problem))
 
 
-@pytest.mark.parametrize("problem", [1, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("problem", numbers("check"))
 def test_more_than_65535_batch_heads(problem):
     """CUDA allows 65535 programs on grid axes 1 and 2 ("invalid argument" past that), 2^31 - 1 on
     axis 0: the (batch, head) pairs go on axis 0. Tiny N and D keep it fast."""
-    hq = 65540
-    mask = dict(is_causal=problem != 3, window_size=4 if problem >= 6 else None,
-                sink_size=2 if problem == 7 else None)
-    case = autograder.Case("heads", 1, hq, hq // 4 if problem >= 5 else hq, 16, 16, seed=7, **mask)
+    hq, spec = 65540, PROBLEMS[problem]
+    mask = dict(is_causal=spec.causal, window_size=4 if spec.window else None, sink_size=2 if spec.sinks else None)
+    case = autograder.Case("heads", 1, hq, hq // 4 if spec.gqa else hq, 16, 16, seed=7, **mask)
     summary = autograder.check(problem, bench.reference_solution(problem), cases=[case], verbose=False)
     assert summary.passed == 1
 
@@ -89,7 +89,7 @@ def test_window_time_grows_linearly_with_n():
     assert t32 / t16 <= 2.1, f"N 16384 -> 32768 took {t32 / t16:.2f}x (window 1024): the loop is not skipping tiles"
 
 
-@pytest.mark.parametrize("problem", [8, 9])
+@pytest.mark.parametrize("problem", numbers("check_backward"))
 def test_backward_reference_solutions_pass_full_size_cases(problem):
     fn = bench.reference_solution(problem)
     if fn is None:
@@ -100,20 +100,22 @@ def test_backward_reference_solutions_pass_full_size_cases(problem):
     assert any(c.N >= 2048 and c.D == 128 for c in cases) and {c.resolved_dtype for c in cases} >= {torch.bfloat16}
 
 
-@pytest.mark.parametrize("problem", [8, 9])
+@pytest.mark.parametrize("problem", numbers("check_backward"))
 def test_backward_more_than_65535_batch_heads(problem):
     """Every backward kernel (delta, dK/dV with its sink-phase chunks, dQ) on one grid axis: B * Hkv =
     65540 K/V heads would be "invalid argument" on axis 1."""
     fn = bench.reference_solution(problem)
     if fn is None:
         pytest.skip(f"Problem {problem} is not built")
-    mask = dict(window_size=4, sink_size=2, sink_logits=True) if problem == 9 else {}
+    spec = PROBLEMS[problem]
+    mask = dict(window_size=4 if spec.window else None, sink_size=2 if spec.sinks else None,
+                sink_logits=spec.sink_logits)
     case = autograder.Case("heads", 2, 32770, 32770, 16, 16, seed=7, is_causal=True, **mask)
     summary = autograder.check_backward(problem, fn, cases=[case], verbose=False)
     assert summary.passed == 1
 
 
-@pytest.mark.parametrize("problem", [8, 9])
+@pytest.mark.parametrize("problem", numbers("check_backward"))
 def test_capstone_trains_like_pytorch_on_the_gpu(problem):
     from autograder import capstone
     fn = bench.reference_solution(problem)
@@ -124,7 +126,7 @@ def test_capstone_trains_like_pytorch_on_the_gpu(problem):
 
 
 @pytest.mark.skipif(not HOPPER, reason="figures are for H100/H200")
-@pytest.mark.parametrize("problem", [8, 9])
+@pytest.mark.parametrize("problem", numbers("check_backward"))
 def test_backward_benchmark_and_memory(problem):
     """The backward of the reference kernels: finite figures, no N x N memory, and at least
     FlexAttention's speed (issue 11's target) is printed next to it (-s to see the table)."""

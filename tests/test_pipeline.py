@@ -24,6 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from autograder.problems import PROBLEMS  # noqa: E402
 from tools import build_course as bc  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -31,7 +32,8 @@ REAL_SLUGS = bc.find_slugs(REPO)
 DEMO_SLUG = "p1_demo"
 TARGETS = [("demo", DEMO_SLUG)] + [("repo", slug) for slug in REAL_SLUGS]
 TARGET_IDS = [slug if kind == "repo" else "demo" for kind, slug in TARGETS]
-FA_PROBLEMS = {"p1", "p3", "p4", "p5", "p6", "p7", "p8", "p9"}    # expose flash_attention_forward
+# slug prefixes ("p3") of the problems whose module exposes flash_attention_forward; the demo is "p1_demo"
+FA_PROBLEMS = {p.slug.split("_")[0] for p in PROBLEMS.values() if p.entry_point == "flash_attention_forward"}
 SIGNATURE = "(q, k, v, is_causal=False, window_size=None, sink_size=None)"
 STUB_LINES = {"# YOUR CODE HERE", "raise NotImplementedError()"}
 
@@ -526,8 +528,7 @@ KERNEL_LINEAGE = {
             r"^acc, l_i, m_i = _attn_fwd_tiles\(", r"^# (whole tiles holding keys|visit \(and their mask counts\)|sinks: )"],
     },
 }
-LINEAGE_SLUGS = {3: "p3_flash_attention_forward", 4: "p4_causal_two_phase", 5: "p5_grouped_query_attention",
-                 6: "p6_sliding_window", 7: "p7_attention_sinks"}
+LINEAGE_SLUGS = {n: PROBLEMS[n].slug for n in (3, 4, 5, 6, 7)}
 
 
 def _reference_module_source(slug):
