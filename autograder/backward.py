@@ -18,10 +18,11 @@ import torch
 
 from . import device, record
 from .cases import Case
-from .check import TOLERANCES, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
+from .check import CaseResult, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
 from .diagnose import locate, whole_output_hypotheses
 from .guard import POISON, Guard
 from .masks import attention_mask, dense_mask
+from .reference import TOLERANCES
 
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
@@ -262,7 +263,6 @@ def _run(problem, fn, case, q, k, v, do, sink):
 
 def check_backward_case(problem: int, fn, case: Case):
     """Run one case forward and backward; raise AssertionError with a diagnosis if it fails."""
-    from .check import CaseResult
     q, k, v, do, sink = make_inputs(case, problem)
     ref = reference_grads(q, k, v, do, case, sink)
     before = [t.clone() for t in (q, k, v, do)]
