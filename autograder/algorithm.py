@@ -24,6 +24,7 @@ from . import device, record
 from .backward import GRAD_TOLERANCES, _close, make_inputs, reference_grads
 from .cases import Case
 from .check import CheckFailed, NotImplementedYet, _not_implemented, check
+from .failure import Failure
 from .masks import attention_mask, dense_mask
 from .probe import InterpreterProbe
 from .reference import TOLERANCES, reference_attention
@@ -221,8 +222,9 @@ def _correctness_gate(fn, problem):
     except NotImplementedYet:
         raise
     except CheckFailed as exc:
-        raise CheckFailed(f"Problem {problem}: tile skipping is graded on a correct kernel, and this one is not: "
-                          f"fix it with autograder.check({problem}, flash_attention_forward) first.\n{exc}") from None
+        raise CheckFailed(Failure(f"tile skipping is graded on a correct kernel, and this one is not: fix it with "
+                                  f"autograder.check({problem}, flash_attention_forward) first.",
+                                  check=f"Problem {problem}", detail=str(exc))) from None
 
 
 def _gpu_scaling(fn, problem) -> SkippingReport:

@@ -17,7 +17,7 @@ import torch
 from . import device, record
 from .cases import Case, visible_cases
 from .diagnose import locate, mask_flips, nan_hypotheses, whole_output_hypotheses
-from .failure import CheckFailed, NotImplementedYet, _not_implemented
+from .failure import CheckFailed, Failure, NotImplementedYet, _not_implemented
 from .guard import POISON, Guard
 from .reference import LSE_TOLERANCES, TOLERANCES, ReferenceCalledError, reference_attention
 
@@ -53,10 +53,10 @@ class CheckSummary:
         return f"CheckSummary(problem={self.problem}, passed={self.passed} cases, worst max|err|={worst:.2e})"
 
 
-def _fail(case, problem, msg, hints=()):
-    lines = [f"Problem {problem} failed on case [{case.family}] {case.describe()} ({device.TIER} tier):", "  " + msg]
-    lines += ["  hint: " + h for h in hints]
-    raise CheckFailed("\n".join(lines))
+def _fail(case, problem, msg, hints=(), where=""):
+    """Raise CheckFailed: `problem` failed on `case` with `msg`; `where`: the located wrong elements."""
+    raise CheckFailed(Failure(msg, check=f"Problem {problem}", case=f"[{case.family}] {case.describe()}",
+                              tier=device.TIER, where=where, hints=tuple(hints)))
 
 
 def _call(problem, fn, case, q, k, v):
@@ -148,7 +148,8 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         default = ("the given code writes rows start_m .. start_m + rows of o: keep it." if pytorch else
                    "every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
                    "store with mask offs_m < N, not a smaller bound.")
-        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default])
+        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default],
+              where)
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)
         where, hints = locate(nonfinite, out.shape, pytorch)
@@ -161,7 +162,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
                        "m_new) (and keep m_i = m_new); or from 0/0 when l_i stays 0." if pytorch else
                        "NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
                        "key in a tile keeps its running max m_i = -inf; or from 0/0 when l stays 0; or from "
-                       "loading out of bounds without other=0.0 / a mask."])
+                       "loading out of bounds without other=0.0 / a mask."], where)
     err = (got - expected).abs()
     bad = err > atol + rtol * expected.abs()
     if bad.any():
@@ -181,7 +182,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         elif not pytorch:
             diag_hints = ["no single key or key tile explains the wrong rows: check the loop bounds (which "
                           "key tiles each query tile visits, in each phase) and the mask."]
-        _fail(case, problem, msg, diag_hints + hints)
+        _fail(case, problem, msg, diag_hints + hints, where)
     if lse is not None:
         la, lr = LSE_TOLERANCES[case.resolved_dtype]
         lse = lse.double()
