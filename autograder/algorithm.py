@@ -4,15 +4,8 @@ A FlashAttention kernel with a sliding window can give the right answer while lo
 key tile and letting the mask throw most of them away: the output is exact, the work is O(N^2)
 instead of O(N * W). The checks of `autograder.check` cannot see that; this module can.
 
-On the CPU tier, Triton kernels run in the interpreter, one program at a time, in Python.
-`InterpreterProbe` wraps the interpreter's memory and math operations for the duration of a call:
-
-  * every load and store: the addresses of the lanes the mask keeps must lie inside one of the
-    kernel's tensor arguments (a missing bounds mask reads or writes past the end of a tensor;
-    on a GPU that is silent garbage or a crash, here it is a clear error, and the lanes are
-    dropped so nothing outside the tensors is touched);
-  * every 2-D load from the key tensor: one key-tile visit;
-  * every 2-D `tl.where` (a select over a score tile): one masked tile.
+On the CPU tier the kernel runs in the Triton interpreter under `autograder.probe.InterpreterProbe`,
+which counts its 2-D loads of the key tensor (tile visits) and 2-D selects (masked tiles).
 
 `check_tile_skipping(fn, problem)` first checks `fn`'s output on a few cases with the mask it counts
 (grouped-query heads included from Problem 6 on), then runs `fn` on the same shape at N and 2N with a fixed window
@@ -25,198 +18,64 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 
 from . import device, problems, record
+from .backward import GRAD_TOLERANCES, _close, make_inputs, reference_grads
+from .cases import Case
+from .check import CheckFailed, NotImplementedYet, _not_implemented, check
+from .failure import Failure
 from .masks import attention_mask, dense_mask
-
-# ---------------------------------------------------------------------------------------------
-# the interpreter probe
-
-
-@dataclass
-class ProbeCounts:
-    launches: int = 0
-    key_loads: int = 0              # 2-D loads that read the watched key tensor: tile visits
-    selects_2d: int = 0             # tl.where over a 2-D tile: masked score tiles
-    dots: int = 0
-    per_program: Dict[Tuple[int, int, int], List[int]] = field(default_factory=dict)  # pid -> [visits, masked]
-
-
-class InterpreterProbe:
-    """Context manager around interpreted kernel launches: bounds-checked memory, tile counters.
-
-    `watch`: a tensor (the keys) whose 2-D loads count as tile visits. `memory_error` holds the
-    first out-of-bounds access as a sentence for the student (None when there was none)."""
-
-    def __init__(self, watch: Optional[torch.Tensor] = None, check_bounds: bool = True):
-        self.watch = None
-        if watch is not None:
-            s = watch.untyped_storage()
-            self.watch = (s.data_ptr(), s.data_ptr() + s.nbytes())
-        self.check_bounds = check_bounds
-        self.counts = ProbeCounts()
-        self.memory_error: Optional[str] = None
-        self._ranges: List[Tuple[int, int]] = []
-        self._pid = (0, 0, 0)
-        self._patched = []
-        self._kernel = "?"
-
-    # -- patching ----------------------------------------------------------------------------
-    def __enter__(self):
-        if not device.interpreted():
-            return self
-        from triton.runtime import interpreter as itp
-        probe = self
-        builder_cls, grid_cls = itp.InterpreterBuilder, itp.GridExecutor
-
-        def patch(cls, name, make):
-            original = cls.__dict__[name]
-            setattr(cls, name, make(original))
-            self._patched.append((cls, name, original))
-
-        def init_args(original):
-            def wrapper(executor, args_dev, kwargs):
-                args_hst, kwargs_hst = original(executor, args_dev, kwargs)
-                probe._ranges = []
-                for a in list(args_hst) + list(kwargs_hst.values()):
-                    if isinstance(a, torch.Tensor):
-                        s = a.untyped_storage()
-                        probe._ranges.append((s.data_ptr(), s.data_ptr() + s.nbytes()))
-                probe._kernel = getattr(executor.fn, "__name__", "?")
-                probe.counts.launches += 1
-                return args_hst, kwargs_hst
-            return wrapper
-
-        def set_grid_idx(original):
-            def wrapper(builder, x, y, z):
-                probe._pid = (x, y, z)
-                return original(builder, x, y, z)
-            return wrapper
-
-        def load(original):
-            def wrapper(builder, ptrs, mask, other, *args, **kwargs):
-                mask = probe._checked(ptrs, mask, "read")
-                if probe.watch is not None and ptrs.data.ndim == 2:
-                    addr = ptrs.data[mask.data] if mask.data.any() else ptrs.data.ravel()[:1]
-                    if addr.size and probe.watch[0] <= int(addr.ravel()[0]) < probe.watch[1]:
-                        probe.counts.key_loads += 1
-                        probe._program()[0] += 1
-                return original(builder, ptrs, mask, other, *args, **kwargs)
-            return wrapper
-
-        def store(original):
-            def wrapper(builder, ptrs, value, mask, *args, **kwargs):
-                mask = probe._checked(ptrs, mask, "wrote")
-                return original(builder, ptrs, value, mask, *args, **kwargs)
-            return wrapper
-
-        def dot(original):
-            def wrapper(builder, *args, **kwargs):
-                probe.counts.dots += 1
-                return original(builder, *args, **kwargs)
-            return wrapper
-
-        def select(original):
-            def wrapper(builder, cond, lhs, rhs):
-                out = original(builder, cond, lhs, rhs)
-                if np.ndim(out.data) == 2 and min(np.shape(out.data)) > 1:
-                    probe.counts.selects_2d += 1
-                    probe._program()[1] += 1
-                return out
-            return wrapper
-
-        patch(grid_cls, "_init_args_hst", init_args)
-        patch(builder_cls, "set_grid_idx", set_grid_idx)
-        patch(builder_cls, "create_masked_load", load)
-        patch(builder_cls, "create_masked_store", store)
-        patch(builder_cls, "create_dot", dot)
-        patch(builder_cls, "create_select", select)
-        return self
-
-    # -- autograder.record: the counts, saved with the call and restored on replay -----------------
-    def snapshot(self) -> dict:
-        c = self.counts
-        return {"counts": [c.launches, c.key_loads, c.selects_2d, c.dots],
-                "per_program": [[list(pid), list(v)] for pid, v in c.per_program.items()],
-                "memory_error": self.memory_error}
-
-    def restore(self, snap: dict):
-        launches, key_loads, selects_2d, dots = (int(x) for x in snap["counts"])
-        per_program = {tuple(int(x) for x in pid): [int(x) for x in v] for pid, v in snap["per_program"]}
-        self.counts = ProbeCounts(launches, key_loads, selects_2d, dots, per_program)
-        self.memory_error = snap["memory_error"]
-
-    def __exit__(self, *exc):
-        for cls, name, original in reversed(self._patched):
-            setattr(cls, name, original)
-        self._patched.clear()
-        return False
-
-    # -- helpers -----------------------------------------------------------------------------
-    def _program(self):
-        return self.counts.per_program.setdefault(self._pid, [0, 0])
-
-    def _checked(self, ptrs, mask, verb):
-        """The mask with out-of-bounds lanes dropped; the first such access is remembered."""
-        if not self.check_bounds or not self._ranges:
-            return mask
-        addr = ptrs.data
-        if addr.dtype.kind not in "iu":
-            return mask
-        keep = np.broadcast_to(mask.data, addr.shape) if mask is not None else np.ones(addr.shape, bool)
-        itemsize = np.dtype(_np_dtype(ptrs)).itemsize
-        inside = np.zeros(addr.shape, dtype=bool)
-        for lo, hi in self._ranges:
-            inside |= (addr >= lo) & (addr + itemsize <= hi)
-        outside = keep & ~inside
-        if not outside.any():
-            return mask
-        if self.memory_error is None:
-            n = int(outside.sum())
-            what = "read from" if verb == "read" else "wrote to"
-            self.memory_error = (
-                f"kernel {self._kernel} {what} memory outside every tensor it was given ({n} element(s) "
-                f"of one {'load' if verb == 'read' else 'store'} in program {self._pid[:2]}): a load or store "
-                f"of a tile that sticks out past N (or past the last head / batch) needs a bounds mask, e.g. "
-                f"mask=offs_n[:, None] < N, other=0.0 for loads and mask=offs_m[:, None] < N for the store; "
-                f"if the tile is in bounds, the offsets are wrong: address every tensor with its own strides "
-                f"(b * stride_kb + h * stride_kh + offs_n * stride_kn + offs_d * stride_kd), never N * D. "
-                f"On a GPU this reads garbage or corrupts memory silently.")
-        from triton.runtime.interpreter import TensorHandle
-        import triton.language as tl
-        return TensorHandle(keep & ~outside, tl.int1)     # a new handle: the kernel's mask stays as it is
-
-
-def _np_dtype(ptrs):
-    from triton.runtime.interpreter import _get_np_dtype
-    return _get_np_dtype(ptrs.get_element_ty())
-
+from .probe import InterpreterProbe
+from .reference import TOLERANCES, reference_attention
+from .tiles import attention_tiles
 
 # ---------------------------------------------------------------------------------------------
 # tile counts
 
 
 @dataclass
-class TileReport:
-    """What a kernel did on one shape: launches, key-tile visits, masked tiles, and what it needed."""
+class SkippingReport:
+    """What a tile-skipping check measured: one type for every problem, tier and outcome.
+
+    Measurements map a label to one value per entry of `sizes`. On the CPU tier the interpreter
+    counts tiles: `visits` ("key" tiles loaded and "masked" score tiles forward; "query" and "key"
+    tiles loaded by Problem 9's forward + backward) and, where the course computes them, `expected`
+    (what a kernel that skips every tile its mask rules out does, with the same BLOCK_M x BLOCK_N).
+    On a GPU `times_ms` holds do_bench times instead. `ratio` is the number the verdict rests on:
+    the growth from the first size to the second (Problems 6, 7, 9), causal over non-causal time
+    (Problem 4 on a GPU), None where one shape is counted (Problem 4 on the CPU tier).
+
+    `passed` is False when the kernel does work its mask rules out: Problems 6, 7 and 9 then raise
+    TileSkippingFailed carrying the report; Problem 4 is not graded and returns it with `warnings`."""
     problem: int
-    N: int
+    tier: str                                            # "cpu": counted in the interpreter, "gpu": timed
+    sizes: Tuple[int, ...]                               # the sequence lengths N measured
     mask: dict
-    visits: int
-    masked: int
-    needed_visits: int          # key tiles some row of a query tile can see, with the probe's tiles
-    needed_masked: int          # of those, tiles mixing visible and hidden pairs (or sticking out past N)
-    block_m: int
-    block_n: int
+    passed: bool = True
+    message: str = ""                                    # the verdict in a sentence (or the count, Problem 4)
+    visits: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
+    expected: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
+    times_ms: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
+    ratio: Optional[float] = None
+    block: Optional[Tuple[int, int]] = None              # (BLOCK_M, BLOCK_N) of `expected`
     warnings: List[str] = field(default_factory=list)
 
+    def growth(self, label: str) -> float:
+        """visits[label] (or times_ms[label]) at the last size over the first."""
+        values = self.visits.get(label) or self.times_ms[label]
+        return values[-1] / max(values[0], 1)
+
     def __str__(self):
-        lines = [f"Problem {self.problem}, N={self.N} {self.mask}: {self.visits} key-tile visits "
-                 f"({self.needed_visits} needed), {self.masked} masked tiles ({self.needed_masked} need a mask)"]
-        lines += ["  warning: " + w for w in self.warnings]
-        return "\n".join(lines)
+        return "\n".join([self.message] + ["  warning: " + w for w in self.warnings])
+
+
+class TileSkippingFailed(CheckFailed):
+    """The output is right, the algorithm is not: `report` holds what was measured."""
+
+    def __init__(self, report: SkippingReport):
+        super().__init__(report.message)
+        self.report = report
 
 
 def needed_tiles(n, block_m, block_n, is_causal=False, window_size=None, sink_size=None):
@@ -235,7 +94,6 @@ def needed_tiles(n, block_m, block_n, is_causal=False, window_size=None, sink_si
 
 def count_tiles(fn, problem, n, *, D=16, is_causal=True, window_size=None, sink_size=None, seed=0):
     """Run fn once on [1, 1, n, D] inputs under the probe; return (visits, masked, probe)."""
-    from .cases import Case
     case = Case("algorithm", 1, 1, 1, n, D, is_causal=is_causal, window_size=window_size,
                 sink_size=sink_size, seed=seed)
     q, k, v = case.make_inputs()
@@ -250,8 +108,6 @@ def count_tiles(fn, problem, n, *, D=16, is_causal=True, window_size=None, sink_
         raise AssertionError(probe.memory_error)
     if problems.get(problem).returns_lse:
         out = out[0]
-    from .reference import reference_attention
-    from .check import TOLERANCES
     atol, rtol = TOLERANCES[q.dtype]
     if not torch.allclose(out.double(), reference_attention(q, k, v, **case.mask_kwargs()), atol=atol, rtol=rtol):
         raise AssertionError(f"Problem {problem}: the output is wrong at N={n} {case.mask_kwargs()}: "
@@ -268,27 +124,31 @@ _WINDOW_W = 16
 _SINKS = 4
 
 
-def check_tile_skipping(fn, problem: int, verbose: bool = True):
-    """Check that `fn` skips the key tiles its mask rules out (Problems 4, 6, 7).
+def check_tile_skipping(fn, problem: int, verbose: bool = True) -> SkippingReport:
+    """Check that `fn` skips the key tiles its mask rules out (Problems 4, 6, 7); return a SkippingReport.
 
-    Problems 6 and 7: raises AssertionError when the key-tile visits at a fixed window W grow
-    faster than N (N -> 2N should about double them; visiting every causal tile quadruples them).
-    Problem 4: returns a TileReport whose `warnings` say when the kernel masks tiles that need
-    no mask (correct, but slower: a compare and a select per score on every tile)."""
+    Problems 6 and 7: raises TileSkippingFailed (an AssertionError) when the key-tile visits at a
+    fixed window W grow faster than N (N -> 2N should about double them; visiting every causal
+    tile quadruples them). Problem 4: the report's `warnings` say when the kernel masks tiles that
+    need no mask (correct, but slower: a compare and a select per score on every tile)."""
     if problem not in (4, 6, 7):
         raise ValueError(f"tile skipping is graded for Problems 4, 6 and 7, not {problem!r}")
     _correctness_gate(fn, problem)
     if not device.interpreted():
-        return _gpu_scaling(fn, problem, verbose)
-    from .tiles import attention_tiles
+        return _verdict(_gpu_scaling(fn, problem), verbose)
     cfg = attention_tiles(16, device.DTYPE, True)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     spec = problems.get(problem)
     if not spec.window:
         n = 100
-        visits, masked, _ = count_tiles(fn, problem, n, is_causal=True)
-        need_v, need_m = needed_tiles(n, bm, bn, is_causal=True)
-        report = TileReport(problem, n, dict(is_causal=True), visits, masked, need_v, need_m, bm, bn)
+        mask = dict(is_causal=True)
+        visits, masked, _ = count_tiles(fn, problem, n, **mask)
+        need_v, need_m = needed_tiles(n, bm, bn, **mask)
+        report = SkippingReport(
+            problem, "cpu", (n,), mask, block=(bm, bn),
+            visits={"key": (visits,), "masked": (masked,)}, expected={"key": (need_v,), "masked": (need_m,)},
+            message=f"Problem {problem}, N={n} {mask}: {visits} key-tile visits ({need_v} needed), "
+                    f"{masked} masked tiles ({need_m} need a mask)")
         if visits > need_v:
             report.warnings.append(
                 f"your kernel visits {visits} key tiles where {need_v} hold a visible key "
@@ -299,34 +159,47 @@ def check_tile_skipping(fn, problem: int, verbose: bool = True):
                 f"your kernel masks {masked} score tiles where only {need_m} need a mask (the ones that "
                 f"cross the diagonal or stick out past N): the tiles left of the diagonal are visible to "
                 f"every row, run them without tl.where (phase 1, MASK = NO_MASK). Correct, but slower.")
-        if verbose:
-            print(report)
-        return report
+        report.passed = not report.warnings
+        return _verdict(report, verbose)
 
     mask = dict(is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS if spec.sinks else None)
-    reports = []
-    for n in (_WINDOW_N, 2 * _WINDOW_N):
-        visits, masked, _ = count_tiles(fn, problem, n, **mask)
-        need_v, need_m = needed_tiles(n, bm, bn, **mask)
-        reports.append(TileReport(problem, n, mask, visits, masked, need_v, need_m, bm, bn))
-    small, big = reports
-    growth = big.visits / max(small.visits, 1)
+    sizes = (_WINDOW_N, 2 * _WINDOW_N)
+    counts = [count_tiles(fn, problem, n, **mask)[:2] for n in sizes]
+    needed = [needed_tiles(n, bm, bn, **mask) for n in sizes]
+    (small, _), (big, _) = counts
+    growth = big / max(small, 1)
+    report = SkippingReport(
+        problem, "cpu", sizes, mask, block=(bm, bn), ratio=growth,
+        visits={"key": tuple(c[0] for c in counts), "masked": tuple(c[1] for c in counts)},
+        expected={"key": tuple(x[0] for x in needed), "masked": tuple(x[1] for x in needed)})
+    big_needed = needed[1][0]
     causal_v = needed_tiles(2 * _WINDOW_N, bm, bn, is_causal=True)[0]
     # linear work doubles; quadratic quadruples. 2.6 leaves room for the ends of the sequence.
-    if growth > 2.6 or big.visits > 2 * big.needed_visits + 4:
+    report.passed = not (growth > 2.6 or big > 2 * big_needed + 4)
+    if not report.passed:
         what = "window and the sink tiles" if spec.sinks else "window"
-        raise AssertionError(
+        report.message = (
             f"Problem {problem}: the output is right, but your kernel visits key tiles its mask rules out. "
             f"With W={_WINDOW_W}" + (f", S={_SINKS}" if spec.sinks else "") +
-            f": {small.visits} key-tile visits at N={small.N}, {big.visits} at N={big.N} (x{growth:.1f}); "
-            f"a sliding-window kernel does about {big.needed_visits} at N={big.N} and doubles with N "
+            f": {small} key-tile visits at N={sizes[0]}, {big} at N={sizes[1]} (x{growth:.1f}); "
+            f"a sliding-window kernel does about {big_needed} at N={sizes[1]} and doubles with N "
             f"(O(N * W)), plain causal attention does {causal_v} and quadruples (O(N^2)). Start each "
             f"program's loop at the first key tile the {what} of its first row reaches "
             f"(lo = max(start_m - (W - 1), 0) // BLOCK_N * BLOCK_N), do not loop from key 0 and mask.")
+    else:
+        report.message = (f"Problem {problem}: key-tile visits grow x{growth:.1f} from N={sizes[0]} to N={sizes[1]} "
+                          f"at W={_WINDOW_W}: O(N * W), tiles outside the window are skipped.")
+    return _verdict(report, verbose)
+
+
+def _verdict(report: SkippingReport, verbose: bool) -> SkippingReport:
+    """Skipping under a window (Problems 6, 7, 9) is graded: a failing report is raised. Causal
+    skipping (Problem 4) only warns."""
+    if not report.passed and problems.get(report.problem).window:
+        raise TileSkippingFailed(report)
     if verbose:
-        print(f"Problem {problem}: key-tile visits grow x{growth:.1f} from N={small.N} to N={big.N} at "
-              f"W={_WINDOW_W}: O(N * W), tiles outside the window are skipped.")
-    return reports
+        print(report)
+    return report
 
 
 def _timed(fn, q, k, v, kwargs) -> float:
@@ -341,8 +214,6 @@ def _correctness_gate(fn, problem):
     counts use, grouped-query heads included from Problem 5 on (the counts run one head, where
     any head mapping looks right). A release stub raises NotImplementedYet (one line), a wrong
     kernel the check's own message."""
-    from .cases import Case
-    from .check import CheckFailed, NotImplementedYet, check
     spec = problems.get(problem)
     mask = dict(is_causal=True)
     if spec.window:
@@ -354,16 +225,16 @@ def _correctness_gate(fn, problem):
     except NotImplementedYet:
         raise
     except CheckFailed as exc:
-        raise CheckFailed(f"Problem {problem}: tile skipping is graded on a correct kernel, and this one is not: "
-                          f"fix it with autograder.check({problem}, flash_attention_forward) first.\n{exc}") from None
+        raise CheckFailed(Failure(f"tile skipping is graded on a correct kernel, and this one is not: fix it with "
+                                  f"autograder.check({problem}, flash_attention_forward) first.",
+                                  check=f"Problem {problem}", detail=str(exc))) from None
 
 
-def _gpu_scaling(fn, problem, verbose):
+def _gpu_scaling(fn, problem) -> SkippingReport:
     """GPU tier: time at N and 2N with a fixed window; work O(N * W) means about x2 (x4 for O(N^2)).
 
     For Problem 4 the time is compared with the number of attended pairs: a causal kernel that
     skips the tiles right of the diagonal runs in about half the time of the non-causal one."""
-    from .cases import Case
     spec = problems.get(problem)
     if not spec.window:
         B, H, N, D = 4, 16, 4096, 128
@@ -372,31 +243,35 @@ def _gpu_scaling(fn, problem, verbose):
             q, k, v = Case("algorithm", B, H, H, N, D, is_causal=causal).make_inputs()
             times[causal] = _timed(fn, q, k, v, dict(is_causal=causal))
         ratio = times[True] / times[False]
-        report = TileReport(problem, N, dict(is_causal=True), -1, -1, -1, -1, 0, 0)
+        report = SkippingReport(problem, "gpu", (N,), dict(is_causal=True), ratio=ratio,
+                                times_ms={"non-causal": (times[False],), "causal": (times[True],)},
+                                message=f"Problem 4: causal / non-causal time = {ratio:.2f} at N={N}")
         if ratio > 0.8:
             report.warnings.append(
                 f"causal attention takes {ratio:.2f}x the time of non-causal attention at N={N}; it attends "
                 f"about half the pairs, so a kernel that skips the tiles right of the diagonal takes about "
                 f"0.5-0.65x. Check that the diagonal phase stops at min(start_m + BLOCK_M, N) and that the "
                 f"tiles left of the diagonal run without a mask.")
-        if verbose:
-            print(f"Problem 4: causal / non-causal time = {ratio:.2f} at N={N}" +
-                  "".join("\n  warning: " + w for w in report.warnings))
+        report.passed = not report.warnings
         return report
     W = 1024
+    sizes = (8192, 16384)
+    kw = dict(is_causal=True, window_size=W, sink_size=4 if spec.sinks else None)
+    mask = Case("x", 1, 1, 1, 1, 16, **kw).mask_kwargs()
     times = []
-    for n in (8192, 16384):
-        kw = dict(is_causal=True, window_size=W, sink_size=4 if spec.sinks else None)
+    for n in sizes:
         q, k, v = Case("algorithm", 2, 16, 16, n, 128, **kw).make_inputs()
-        times.append(_timed(fn, q, k, v, Case("x", 1, 1, 1, 1, 16, **kw).mask_kwargs()))
+        times.append(_timed(fn, q, k, v, mask))
     growth = times[1] / times[0]
-    if growth > 3.0:
-        raise AssertionError(
+    report = SkippingReport(problem, "gpu", sizes, mask, ratio=growth,
+                            times_ms={"forward": tuple(times)}, passed=growth <= 3.0)
+    if not report.passed:
+        report.message = (
             f"Problem {problem}: time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: the work is "
             f"O(N^2), not O(N * W) (about x2). Start each program's loop at the first key tile its window reaches.")
-    if verbose:
-        print(f"Problem {problem}: time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2).")
-    return times
+    else:
+        report.message = f"Problem {problem}: time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2)."
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,8 +281,6 @@ def _gpu_scaling(fn, problem, verbose):
 def _count_backward_loads(fn, n, watch_name):
     """Run fn forward + backward on [1, 1, n, 16] with the window and sinks of the tile checks;
     return the 2-D loads of q (watch_name "q") or k ("k") during both passes."""
-    from .backward import GRAD_TOLERANCES, _close, make_inputs, reference_grads
-    from .cases import Case
     case = Case("algorithm", 1, 1, 1, n, 16, is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS)
     q, k, v, do, _ = make_inputs(case, 9)
     for t in (q, k, v):
@@ -428,49 +301,55 @@ def _count_backward_loads(fn, n, watch_name):
     return probe.counts.key_loads
 
 
-def check_backward_tile_skipping(fn, problem: int = 9, verbose: bool = True):
-    """Problem 9: fail when the query tiles the dK/dV kernel visits (loads of q) or the key tiles
-    the forward and the dQ kernel visit (loads of k) grow like N^2 at a fixed window."""
+def check_backward_tile_skipping(fn, problem: int = 9, verbose: bool = True) -> SkippingReport:
+    """Problem 9: fail (TileSkippingFailed) when the query tiles the dK/dV kernel visits (loads of q)
+    or the key tiles the forward and the dQ kernel visit (loads of k) grow like N^2 at a fixed
+    window; return a SkippingReport with the loads ("query", "key") at N and 2N."""
     if problem != 9:
         raise ValueError(f"backward tile skipping is graded for Problem 9, not {problem!r}")
     if not device.interpreted():
-        return _gpu_backward_scaling(fn, verbose)
-    from .check import NotImplementedYet, _not_implemented
-    n = _WINDOW_N
-    growth = {}
+        return _verdict(_gpu_backward_scaling(fn), verbose)
+    sizes = (_WINDOW_N, 2 * _WINDOW_N)
+    mask = dict(is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS)
+    visits = {}
     try:
-        for name in ("q", "k"):
-            small, big = (_count_backward_loads(fn, m, name) for m in (n, 2 * n))
-            growth[name] = (small, big, big / max(small, 1))
+        for name, watch in (("query", "q"), ("key", "k")):
+            visits[name] = tuple(_count_backward_loads(fn, m, watch) for m in sizes)
     except Exception as exc:   # noqa: BLE001 - the release stub raises inside the kernel
         if _not_implemented(exc):
             raise NotImplementedYet(f"Problem {problem} is not implemented yet: fill in the cells marked "
                                     f"`# YOUR CODE HERE` and run them again.") from None
         raise
-    where = {"q": ("query", "the dK/dV kernel's loop over query tiles",
-                   "a key tile is seen by the queries [start_n, start_n + BLOCK_N + W - 1) (to N only when it "
-                   "holds sinks): stop the window phases at hi, not at N"),
-             "k": ("key", "the dQ kernel's (or the forward's) loop over key tiles",
-                   "start at lo = max(start_m - (W - 1), 0) // BLOCK_N * BLOCK_N, as in Problem 7")}
-    for name, (small, big, g) in growth.items():
-        if g > 2.6:
-            what, loop, fix = where[name]
-            raise AssertionError(
-                f"Problem 9: the gradients are right, but {loop} visits tiles the mask rules out. With "
-                f"W={_WINDOW_W}, S={_SINKS}: {small} {what}-tile loads at N={n}, {big} at N={2 * n} (x{g:.1f}); "
-                f"work O(N * W) doubles with N, O(N^2) quadruples. {fix}.")
-    if verbose:
-        print(f"Problem 9: from N={n} to N={2 * n} at W={_WINDOW_W}, S={_SINKS}, query-tile loads grow "
-              f"x{growth['q'][2]:.1f} and key-tile loads x{growth['k'][2]:.1f}: O(N * W) in both loops.")
-    return growth
+    report = SkippingReport(problem, "cpu", sizes, mask, visits=visits)
+    growth = {name: report.growth(name) for name in visits}
+    report.ratio = max(growth.values())
+    where = {"query": ("the dK/dV kernel's loop over query tiles",
+                       "a key tile is seen by the queries [start_n, start_n + BLOCK_N + W - 1) (to N only when it "
+                       "holds sinks): stop the window phases at hi, not at N"),
+             "key": ("the dQ kernel's (or the forward's) loop over key tiles",
+                     "start at lo = max(start_m - (W - 1), 0) // BLOCK_N * BLOCK_N, as in Problem 7")}
+    failing = [name for name in visits if growth[name] > 2.6]
+    report.passed = not failing
+    if failing:
+        name = failing[0]
+        (small, big), (loop, fix) = visits[name], where[name]
+        report.message = (
+            f"Problem 9: the gradients are right, but {loop} visits tiles the mask rules out. With "
+            f"W={_WINDOW_W}, S={_SINKS}: {small} {name}-tile loads at N={sizes[0]}, {big} at N={sizes[1]} "
+            f"(x{growth[name]:.1f}); work O(N * W) doubles with N, O(N^2) quadruples. {fix}.")
+    else:
+        report.message = (f"Problem 9: from N={sizes[0]} to N={sizes[1]} at W={_WINDOW_W}, S={_SINKS}, query-tile "
+                          f"loads grow x{growth['query']:.1f} and key-tile loads x{growth['key']:.1f}: O(N * W) in "
+                          f"both loops.")
+    return _verdict(report, verbose)
 
 
-def _gpu_backward_scaling(fn, verbose):
+def _gpu_backward_scaling(fn) -> SkippingReport:
     import triton
-    from .cases import Case
     W = 1024
+    sizes = (8192, 16384)
     times = []
-    for n in (8192, 16384):
+    for n in sizes:
         case = Case("algorithm", 1, 16, 16, n, 128, is_causal=True, window_size=W, sink_size=4)
         q, k, v = (t.requires_grad_() for t in case.make_inputs())
 
@@ -480,10 +359,12 @@ def _gpu_backward_scaling(fn, verbose):
             return float(triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True)))
         times.append(record.call(timed, ("backward do_bench", n)))     # a replay has nothing to time
     growth = times[1] / times[0]
-    if growth > 3.0:
-        raise AssertionError(f"Problem 9: the backward's time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: "
-                             f"O(N^2), not O(N * W) (about x2). Both backward loops must skip the tiles outside "
-                             f"the window and the sinks.")
-    if verbose:
-        print(f"Problem 9: backward time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2).")
-    return times
+    report = SkippingReport(9, "gpu", sizes, case.mask_kwargs(), ratio=growth,
+                            times_ms={"backward": tuple(times)}, passed=growth <= 3.0)
+    if not report.passed:
+        report.message = (f"Problem 9: the backward's time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: "
+                          f"O(N^2), not O(N * W) (about x2). Both backward loops must skip the tiles outside "
+                          f"the window and the sinks.")
+    else:
+        report.message = f"Problem 9: backward time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2)."
+    return report

@@ -18,10 +18,12 @@ import torch
 
 from . import device, problems, record
 from .cases import Case
-from .check import TOLERANCES, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
+from .check import CaseResult, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
 from .diagnose import locate, whole_output_hypotheses
+from .failure import Failure
 from .guard import POISON, Guard
 from .masks import attention_mask, dense_mask
+from .reference import TOLERANCES
 
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
@@ -236,10 +238,10 @@ def _run(problem, fn, case, q, k, v, do, sink):
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"expected the output tensor, got {type(out).__name__}")
             if not out.requires_grad:
-                raise CheckFailed(
-                    f"Problem {problem}: the output does not require grad, so autograd cannot call your "
-                    f"backward: return FlashAttention.apply(...) (a torch.autograd.Function), and do not "
-                    f"detach or compute the output under torch.no_grad().")
+                raise CheckFailed(Failure(
+                    "the output does not require grad, so autograd cannot call your "
+                    "backward: return FlashAttention.apply(...) (a torch.autograd.Function), and do not "
+                    "detach or compute the output under torch.no_grad().", check=f"Problem {problem}"))
             grads = torch.autograd.grad(out, leaves, do, allow_unused=True)
             if device.TIER == "gpu":
                 torch.cuda.synchronize()
@@ -260,7 +262,6 @@ def _run(problem, fn, case, q, k, v, do, sink):
 
 def check_backward_case(problem: int, fn, case: Case):
     """Run one case forward and backward; raise AssertionError with a diagnosis if it fails."""
-    from .check import CaseResult
     q, k, v, do, sink = make_inputs(case, problem)
     ref = reference_grads(q, k, v, do, case, sink)
     before = [t.clone() for t in (q, k, v, do)]
@@ -280,7 +281,7 @@ def check_backward_case(problem: int, fn, case: Case):
         where, hints = locate(bad | ~torch.isfinite(out), out.shape)
         why = whole_output_hypotheses(q, k, v, out, case, atol, rtol) if sink is None else None
         _fail(case, problem, f"the forward output O is wrong ({where}): fix the forward before the gradients.",
-              ([why] if why else []) + hints)
+              ([why] if why else []) + hints, where)
     tol = GRAD_TOLERANCES[case.resolved_dtype]
     shapes = dict(dq=q, dk=k, dv=v, dsink=sink)
     wrong, worst = [], 0.0
@@ -302,14 +303,14 @@ def check_backward_case(problem: int, fn, case: Case):
                   hints + [f"the {kernel} kernel's grid must cover every "
                            + ("key tile of every K/V head: (cdiv(N, BLOCK_N1), B * Hkv)" if kernel == "dK/dV"
                               else "query tile of every query head: (cdiv(N, BLOCK_M2), B * Hq)")
-                           + ", and each store is masked with < N, not a smaller bound."])
+                           + ", and each store is masked with < N, not a smaller bound."], where)
         if not torch.isfinite(gd).all():
             where, hints = locate(~torch.isfinite(gd) if gd.dim() == 4 else ~torch.isfinite(gd)[None, :, None, None],
                                   g.shape if gd.dim() == 4 else (1, g.shape[0], 1, 1))
             _fail(case, problem, f"{_NAMES[name]} has NaN or inf ({where}).",
                   hints + ["P = exp2(qk * qk_scale - lse2) needs the lse the forward stored for that row; rows past N "
                            "must load lse with other=+inf (P = 0) and q, dO with other=0; a masked pair gets P = 0 "
-                           "(tl.where(mask, p, 0.0)), not a score of -inf minus -inf."])
+                           "(tl.where(mask, p, 0.0)), not a score of -inf minus -inf."], where)
         if not _close(gd, want, tol):
             wrong.append(name)
         worst = max(worst, float((gd - want).abs().max()))
@@ -432,7 +433,8 @@ def _autograd_contract(problem: int, fn):
                 window_size=8 if spec.window else None, sink_size=2 if spec.sinks else None)
     q, k, v, do, _ = make_inputs(case, problem)
     kw = case.mask_kwargs()
-    fail = lambda msg: (_ for _ in ()).throw(CheckFailed(f"Problem {problem}, autograd contract: {msg}"))  # noqa: E731
+    contract = f"Problem {problem}, autograd contract"
+    fail = lambda msg: (_ for _ in ()).throw(CheckFailed(Failure(msg, check=contract)))  # noqa: E731
     try:
         with torch.no_grad():
             out = fn(q, k, v, **kw)
@@ -459,8 +461,7 @@ def _autograd_contract(problem: int, fn):
         if _not_implemented(exc):
             raise NotImplementedYet(f"Problem {problem} is not implemented yet: fill in the cells marked "
                                     f"`# YOUR CODE HERE` and run them again.") from None
-        raise CheckFailed(f"Problem {problem}, autograd contract: your function raised "
-                          f"{type(exc).__name__}: {exc}") from None
+        raise CheckFailed(Failure(f"your function raised {type(exc).__name__}: {exc}", check=contract)) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from . import device
+from . import device, failure
 from .masks import attention_mask
 from .problems import PROBLEMS, Shape
 from .reference import naive_attention
@@ -85,7 +85,7 @@ def measure(fn, q, k, v, shape: Shape, name: str):
         del out
         ms = triton.testing.do_bench(lambda: fn(q, k, v, **kw), warmup=25, rep=100, return_mode="median")
     except (NotImplementedError, RuntimeError, ValueError, AssertionError, torch.OutOfMemoryError) as exc:
-        rec["note"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:60]}"
+        rec["note"] = f"{type(exc).__name__}: {failure.summary(exc, 60)}"
         torch.cuda.empty_cache()
         return rec
     rec["ms"] = ms
@@ -187,7 +187,7 @@ def measure_backward(fn, q, k, v, shape: Shape, name: str):
         ms = triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
                                      warmup=25, rep=100, return_mode="median")
     except (NotImplementedError, RuntimeError, ValueError, AssertionError, torch.OutOfMemoryError) as exc:
-        rec["note"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:60]}"
+        rec["note"] = f"{type(exc).__name__}: {failure.summary(exc, 60)}"
         torch.cuda.empty_cache()
         return rec
     rec["ms"] = ms

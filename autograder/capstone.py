@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from . import device, problems, record
 from .check import CheckFailed, NotImplementedYet, _not_implemented
+from .failure import Failure
 
 
 @dataclass(frozen=True)
@@ -185,15 +186,16 @@ def train_and_compare(attention_fn, problem: int = 8, cfg: Config = None, plot: 
               f"loss {yours[0]:.4f} -> {yours[-1]:.4f} with yours, {ref[0]:.4f} -> {ref[-1]:.4f} with PyTorch; "
               f"largest relative difference {diffs[worst]:.2e} (step {worst}); {seconds:.1f} s with yours.")
     if not all(math.isfinite(x) for x in yours):
-        raise CheckFailed(f"Problem {problem}: the loss with your attention became NaN or inf "
-                          f"(step {next(i for i, x in enumerate(yours) if not math.isfinite(x))}).")
+        raise CheckFailed(Failure(f"the loss with your attention became NaN or inf "
+                                  f"(step {next(i for i, x in enumerate(yours) if not math.isfinite(x))}).",
+                                  check=f"Problem {problem}"))
     if diffs[worst] > rtol:
-        raise CheckFailed(
-            f"Problem {problem}: the loss curves part: step {worst}, yours {yours[worst]:.5f}, PyTorch's "
+        raise CheckFailed(Failure(
+            f"the loss curves part: step {worst}, yours {yours[worst]:.5f}, PyTorch's "
             f"{ref[worst]:.5f} (relative difference {diffs[worst]:.2e} > {rtol:g}). "
             + ("Already at step 0 the forward differs: check the forward." if worst == 0 else
                "The first step's loss agrees, so the forward is right and the gradients are not: run the "
-               "check_backward cells above."))
+               "check_backward cells above."), check=f"Problem {problem}"))
     tail = ref[-max(1, len(ref) // 3):]
     if not sum(tail) / len(tail) < ref[0]:
         raise CheckFailed(f"the reference model did not learn ({ref[0]:.4f} -> {ref[-1]:.4f}): report this")

@@ -17,29 +17,9 @@ import torch
 from . import device, problems, record
 from .cases import Case, visible_cases
 from .diagnose import locate, mask_flips, nan_hypotheses, whole_output_hypotheses
+from .failure import CheckFailed, Failure, NotImplementedYet, _not_implemented
 from .guard import POISON, Guard
-from .reference import reference_attention
-
-# (atol, rtol) against the float64 reference. bf16 keeps 8 mantissa bits: P is rounded to bf16
-# before the P @ V product, and the output itself is rounded to bf16.
-TOLERANCES = {
-    torch.float32: (2e-4, 2e-4),
-    torch.float16: (4e-3, 4e-3),
-    torch.bfloat16: (2e-2, 2e-2),
-}
-LSE_TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
-
-
-class CheckFailed(AssertionError):
-    """A failed check. In Jupyter it shows as its message alone: the frames inside the
-    autograder say nothing to a student (IPython calls _render_traceback_ when it exists)."""
-
-    def _render_traceback_(self):
-        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
-
-
-class NotImplementedYet(CheckFailed):
-    """The student's cell still holds the release stub."""
+from .reference import LSE_TOLERANCES, TOLERANCES, ReferenceCalledError, reference_attention
 
 
 @dataclass
@@ -64,20 +44,10 @@ class CheckSummary:
         return f"CheckSummary(problem={self.problem}, passed={self.passed} cases, worst max|err|={worst:.2e})"
 
 
-def _not_implemented(exc: BaseException) -> bool:
-    text = "".join(traceback.format_exception_only(type(exc), exc))
-    while exc is not None:
-        if isinstance(exc, NotImplementedError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    # compiled Triton rejects `raise` inside a kernel: the release stub shows up as a compile error
-    return "NotImplementedError" in text
-
-
-def _fail(case, problem, msg, hints=()):
-    lines = [f"Problem {problem} failed on case [{case.family}] {case.describe()} ({device.TIER} tier):", "  " + msg]
-    lines += ["  hint: " + h for h in hints]
-    raise CheckFailed("\n".join(lines))
+def _fail(case, problem, msg, hints=(), where=""):
+    """Raise CheckFailed: `problem` failed on `case` with `msg`; `where`: the located wrong elements."""
+    raise CheckFailed(Failure(msg, check=f"Problem {problem}", case=f"[{case.family}] {case.describe()}",
+                              tier=device.TIER, where=where, hints=tuple(hints)))
 
 
 def _call(problem, fn, case, q, k, v):
@@ -109,7 +79,6 @@ def raised(problem, case, exc, what, reproduce):
         raise NotImplementedYet(
             f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "
             f"and run them again.") from None
-    from .reference import ReferenceCalledError
     if isinstance(exc, ReferenceCalledError):
         _fail(case, problem, f"cheating detected: {exc}")
     summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -169,7 +138,8 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         default = ("the given code writes rows start_m .. start_m + rows of o: keep it." if pytorch else
                    "every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
                    "store with mask offs_m < N, not a smaller bound.")
-        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default])
+        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default],
+              where)
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)
         where, hints = locate(nonfinite, out.shape, pytorch)
@@ -182,7 +152,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
                        "m_new) (and keep m_i = m_new); or from 0/0 when l_i stays 0." if pytorch else
                        "NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
                        "key in a tile keeps its running max m_i = -inf; or from 0/0 when l stays 0; or from "
-                       "loading out of bounds without other=0.0 / a mask."])
+                       "loading out of bounds without other=0.0 / a mask."], where)
     err = (got - expected).abs()
     bad = err > atol + rtol * expected.abs()
     if bad.any():
@@ -202,7 +172,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         elif not pytorch:
             diag_hints = ["no single key or key tile explains the wrong rows: check the loop bounds (which "
                           "key tiles each query tile visits, in each phase) and the mask."]
-        _fail(case, problem, msg, diag_hints + hints)
+        _fail(case, problem, msg, diag_hints + hints, where)
     if lse is not None:
         la, lr = LSE_TOLERANCES[case.resolved_dtype]
         lse = lse.double()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from .cases import Case
-from .check import TOLERANCES, _not_implemented
-from .reference import reference_attention
+from .check import _not_implemented
+from .reference import TOLERANCES, reference_attention
 
 
 def try_it(fn, case: Case, plot: bool = True):

@@ -18,6 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from . import reference
+from .probe import InterpreterProbe
 
 aten = torch.ops.aten
 
@@ -143,7 +144,6 @@ class Guard(TorchDispatchMode):
     def __enter__(self):
         self._patch_triton()
         # interpreter only: bounds-check every load and store (a missing mask is an error, not garbage)
-        from .algorithm import InterpreterProbe
         self.probe = InterpreterProbe().__enter__()
         reference._inside_check = True
         return super().__enter__()

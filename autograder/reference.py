@@ -12,6 +12,15 @@ from .masks import attention_mask, check_mask_args, dense_mask
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
+# (atol, rtol) of an output against this float64 reference. bf16 keeps 8 mantissa bits: P is rounded to bf16
+# before the P @ V product, and the output itself is rounded to bf16.
+TOLERANCES = {
+    torch.float32: (2e-4, 2e-4),
+    torch.float16: (4e-3, 4e-3),
+    torch.bfloat16: (2e-2, 2e-2),
+}
+LSE_TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
+
 
 def validate_attention_inputs(q, k, v, is_causal=False, window_size=None, sink_size=None,
                               dtypes=SUPPORTED_DTYPES):

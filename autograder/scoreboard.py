@@ -12,7 +12,7 @@ import sys
 import time
 
 import autograder
-from autograder import bench, device
+from autograder import bench, device, failure
 from autograder.problems import PROBLEMS
 
 
@@ -45,7 +45,7 @@ def main(argv=None):
             rows.append((problem, str(summary.passed), "PASS", time.perf_counter() - t0))
         except AssertionError as exc:
             failed += 1
-            rows.append((problem, "-", "FAIL: " + str(exc).splitlines()[0][:70], time.perf_counter() - t0))
+            rows.append((problem, "-", "FAIL: " + failure.summary(exc, 70), time.perf_counter() - t0))
     print(f"\nScoreboard: reference solutions, {device.TIER.upper()} tier")
     print(f"{'problem':>7s}  {'cases':>5s}  {'seconds':>7s}  result")
     for problem, cases, result, secs in rows:

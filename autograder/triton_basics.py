@@ -23,6 +23,7 @@ import torch
 
 from . import device, record
 from .check import CheckSummary, NotImplementedYet, _not_implemented, run_suite, select_cases
+from .failure import CheckFailed, Failure
 from .diagnose import _fmt_ranges
 from .guard import _EMPTY_OPS, POISON, Guard
 
@@ -307,10 +308,9 @@ class BasicsResult:
 BasicsSummary = CheckSummary
 
 
-def _fail(part, case, msg, hints=()):
-    lines = [f"Problem {part} failed on case [{case.family}] {case.describe()} ({device.TIER} tier):", "  " + msg]
-    lines += ["  hint: " + h for h in hints if h]
-    raise AssertionError("\n".join(lines))
+def _fail(part, case, msg, hints=(), where=""):
+    raise CheckFailed(Failure(msg, check=f"Problem {part}", case=f"[{case.family}] {case.describe()}",
+                              tier=device.TIER, where=where, hints=tuple(h for h in hints if h)))
 
 
 def _call(part, fn, case, inputs):
@@ -662,21 +662,21 @@ def _check_copy(fn, case: CopyCase) -> BasicsResult:
                              f"of the grid has B * H programs, one per (batch, head), and off_bh splits as "
                              f"b = off_bh // H, h = off_bh % H.")
         _fail(part, case, f"{int(unwritten.sum())} of {out.numel()} output elements were never written ({where}).",
-              hints)
+              hints, where)
     got = out
     nonfinite = ~torch.isfinite(got)
     if nonfinite.any():
         where, *_ = _locate(nonfinite)
         _fail(part, case, f"{int(nonfinite.sum())} output element(s) are NaN or inf ({where}).",
               ["a load without mask=... read past the end of x (the checks put NaN there): "
-               "load with mask=offs_n[:, None] < N."])
+               "load with mask=offs_n[:, None] < N."], where)
     bad = got != x
     if bad.any():
         where, *_ = _locate(bad)
         b, h, i, d = bad.nonzero()[0].tolist()
         _fail(part, case, f"{int(bad.sum())} of {out.numel()} elements differ from x ({where}). First: "
                           f"out[{b}, {h}, {i}, {d}] = {got[b, h, i, d].item():.5g}, expected "
-                          f"x[{b}, {h}, {i}, {d}] = {x[b, h, i, d].item():.5g}.", _copy_hints(x, out, bad))
+                          f"x[{b}, {h}, {i}, {d}] = {x[b, h, i, d].item():.5g}.", _copy_hints(x, out, bad), where)
     return BasicsResult(case, 0.0, seconds)
 
 

@@ -146,5 +146,7 @@ def test_backward_time_grows_linearly_with_n():
     if fn is None:
         pytest.skip("Problem 9 is not built")
     from autograder.algorithm import check_backward_tile_skipping
-    t8k, t16k = check_backward_tile_skipping(fn, 9)
+    report = check_backward_tile_skipping(fn, 9)
+    t8k, t16k = report.times_ms["backward"]
+    assert report.tier == "gpu" and report.passed and report.sizes == (8192, 16384)
     assert t16k / t8k <= 2.3

@@ -173,8 +173,9 @@ def test_problem1_messages_speak_pytorch(results):
 
 @cpu_tier
 def test_backward_reference_skips_tiles():
-    growth = algorithm.check_backward_tile_skipping(mutants.reference(9).flash_attention_forward, 9, verbose=False)
-    assert all(g <= 2.3 for _, _, g in growth.values()), growth
+    report = algorithm.check_backward_tile_skipping(mutants.reference(9).flash_attention_forward, 9, verbose=False)
+    assert report.passed and set(report.visits) == {"query", "key"}, report
+    assert all(report.growth(name) <= 2.3 for name in report.visits), report
 
 
 @cpu_tier
@@ -182,12 +183,12 @@ def test_backward_reference_skips_tiles():
 def test_references_skip_tiles(problem):
     fn = mutants.reference(problem).flash_attention_forward
     result = algorithm.check_tile_skipping(fn, problem, verbose=False)
-    if not REGISTRY[problem].window:        # causal skipping: one report, with warnings
-        assert result.warnings == [], result
-        assert result.visits == result.needed_visits and result.masked == result.needed_masked
+    assert result.passed and result.warnings == [], result
+    if not REGISTRY[problem].window:        # causal skipping: the exact tiles
+        assert result.visits == result.expected, result
     else:
-        small, big = result
-        assert big.visits <= 2 * small.visits + 2 and big.visits == big.needed_visits, result
+        (small, big), needed = result.visits["key"], result.expected["key"][1]
+        assert big <= 2 * small + 2 and big == needed, result
 
 
 @cpu_tier
@@ -201,7 +202,7 @@ def test_slow_mutants_are_reported(mutant):
             assert w in str(info.value), str(info.value)
     elif not REGISTRY[mutant.problem].window:
         report = algorithm.check_tile_skipping(fn, mutant.problem, verbose=False)
-        assert report.warnings, f"{mutant.name}: no warning\n{report}"
+        assert report.warnings and not report.passed, f"{mutant.name}: no warning\n{report}"
         assert any(w.lower() in "\n".join(report.warnings).lower() for w in mutant.words), report
     else:
         with pytest.raises(AssertionError) as info:

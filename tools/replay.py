@@ -55,6 +55,7 @@ def _meta(cell):
 def replay(nb) -> dict:
     """{grade_id: {"ok", "why"}} for every graded cell of `nb`: all of them run, in order, since a
     later cell may use what an earlier one defined."""
+    from autograder import failure
     from autograder.record import Replayed
 
     ns = {"__name__": "__main__"}
@@ -81,9 +82,7 @@ def replay(nb) -> dict:
                 exec(code, ns)
             results[gid] = {"ok": True, "why": ""}
         except BaseException as exc:   # noqa: BLE001 - SystemExit, KeyboardInterrupt: the cell failed
-            lines = [ln.strip() for ln in str(exc).split("\n") if ln.strip()]
-            why = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
-            results[gid] = {"ok": False, "why": f"{type(exc).__name__}: {why}"[:300]}
+            results[gid] = {"ok": False, "why": failure.cut(f"{type(exc).__name__}: {failure.summary(exc)}", 300)}
     return results
 
 

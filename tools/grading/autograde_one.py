@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ._tools import sandbox_tool
+from ._tools import failure_tool, sandbox_tool
 from .cells import grade_id, is_grade, read_nb
 from .nbgrader_setup import DB_LOCK, nbgrader_config, quiet_traitlets
 from .rebuild import find_submitted_notebook, read_submission, rebuild
@@ -72,7 +72,7 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
         try:
             original(filename)
         except Exception as exc:   # noqa: BLE001 - recorded, then nbgrader's own handling runs
-            failure.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(": "))
+            failure.append(f"{type(exc).__name__}: {failure_tool.summary(exc)}".strip(": "))
             raise
     app.convert_single_notebook = convert
     try:

@@ -1,6 +1,8 @@
 """Scoring: an error in a graded cell is 0, anything else full points."""
 from __future__ import annotations
 
+from ._tools import failure_tool
+
 
 def cell_score(cell):
     """(score, why) of an executed graded cell.
@@ -26,11 +28,12 @@ def cell_score(cell):
 
 
 def error_line(out) -> str:
-    """`Name: message`, the message cut to its first two non-empty lines (check's case + reason)."""
-    lines = [ln.strip() for ln in str(out.get("evalue", "")).split("\n") if ln.strip()]
-    why = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
+    """`Name: summary`: a check's failure in one line (what went wrong, then the case), else the
+    message's first line. The kernel's exception is gone: the output's text is all there is, and
+    `Failure.parse` is the inverse of the autograder's own rendering."""
+    why = failure_tool.Failure.parse(str(out.get("evalue", ""))).summary()
     text = f"{out.get('ename', 'Error')}: {why}" if why else str(out.get("ename", "Error"))
-    return text if len(text) <= 300 else text[:297] + "..."
+    return failure_tool.cut(text, 300)
 
 
 def save_autogrades_class():
