@@ -27,7 +27,7 @@ class CaseResult:
     case: Case
     max_abs_err: float
     seconds: float
-    launches: int
+    launches: int = 0           # kernel launches seen by the guard (attention problems)
 
 
 @dataclass
@@ -45,9 +45,10 @@ class CheckSummary:
 
 
 def _fail(case, problem, msg, hints=(), where=""):
-    """Raise CheckFailed: `problem` failed on `case` with `msg`; `where`: the located wrong elements."""
+    """Raise CheckFailed: `problem` (9, or a part such as "2a") failed on `case` with `msg`;
+    `where`: the located wrong elements."""
     raise CheckFailed(Failure(msg, check=f"Problem {problem}", case=f"[{case.family}] {case.describe()}",
-                              tier=device.TIER, where=where, hints=tuple(hints)))
+                              tier=device.TIER, where=where, hints=tuple(h for h in hints if h)))
 
 
 def _call(problem, fn, case, q, k, v):
@@ -70,9 +71,9 @@ def _call(problem, fn, case, q, k, v):
     return out, guard, time.perf_counter() - t0
 
 
-def raised(problem, case, exc, what, reproduce):
+def raised(problem, case, exc, what, reproduce, hints=()):
     """Report an exception from a call of student code: not implemented yet, cheating, or the
-    exception itself with how to reproduce it. Always raises."""
+    exception itself with `hints` and how to reproduce it. Always raises."""
     if isinstance(exc, (CheckFailed, record.NotRecorded)):
         raise exc
     if _not_implemented(exc):
@@ -84,7 +85,10 @@ def raised(problem, case, exc, what, reproduce):
     summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     if len(summary) > 1500:
         summary = summary[:1500] + " ..."
-    _fail(case, problem, f"{what} raised {summary}", [reproduce])
+    if "out of bounds" in summary.lower() or "illegal memory" in summary.lower():
+        hints = [*hints, "a load or store touched memory outside the tensor: every tl.load / tl.store of a "
+                         "tile that can stick out of the tensor needs mask=..."]
+    _fail(case, problem, f"{what} raised {summary}", [*hints, reproduce])
 
 
 def _check_output(problem, case, out, q):

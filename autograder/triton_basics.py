@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 import warnings
 from dataclasses import dataclass
 
@@ -22,8 +21,8 @@ import numpy as np
 import torch
 
 from . import device, record
-from .check import CheckSummary, NotImplementedYet, _not_implemented, run_suite, select_cases
-from .failure import CheckFailed, Failure
+from .check import CaseResult, CheckSummary, NotImplementedYet, raised, run_suite, select_cases
+from .check import _fail as _check_fail
 from .diagnose import _fmt_ranges
 from .guard import _EMPTY_OPS, POISON, Guard
 
@@ -297,20 +296,13 @@ def visible_cases(part: str, tier: str = None):
 # Running one case
 # ------------------------------------------------------------------------------------------------
 
-@dataclass
-class BasicsResult:
-    case: object
-    max_abs_err: float
-    seconds: float
-
-
-# one summary type for every check: `problem` is "2a", "2b", "2c" or "2" here
+# one result and one summary type for every check: `problem` is "2a", "2b", "2c" or "2" here
+BasicsResult = CaseResult
 BasicsSummary = CheckSummary
 
 
 def _fail(part, case, msg, hints=(), where=""):
-    raise CheckFailed(Failure(msg, check=f"Problem {part}", case=f"[{case.family}] {case.describe()}",
-                              tier=device.TIER, where=where, hints=tuple(h for h in hints if h)))
+    _check_fail(case, part, msg, hints, where)
 
 
 def _call(part, fn, case, inputs):
@@ -329,20 +321,9 @@ def _call(part, fn, case, inputs):
         args, kwargs = case.call(lambda *a, **kw: (a, kw), *inputs)     # what fn receives: the recording's key
         out = record.call(run, args, kwargs, observers=[guard])
     except Exception as exc:   # noqa: BLE001 - any failure of student code is reported, not raised raw
-        if isinstance(exc, record.NotRecorded):
-            raise
-        if _not_implemented(exc):
-            raise NotImplementedYet(f"Problem {part} is not implemented yet: fill in the cells marked "
-                                    f"`# YOUR CODE HERE` and run them again.") from None
-        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        if len(summary) > 1500:
-            summary = summary[:1500] + " ..."
-        hints = []
-        if "out of bounds" in summary.lower() or "illegal memory" in summary.lower():
-            hints.append("a load or store touched memory outside the tensor: every tl.load / tl.store of a "
-                         "tile that can stick out of the tensor needs mask=...")
-        _fail(part, case, f"your function raised {summary}",
-              hints + [f"run the case yourself: x, = {type(case).__name__}(...).make_inputs(); see the traceback above."])
+        raised(part, case, exc, "your function",
+               f"reproduce it with the full traceback: case = autograder.triton_basics.{case!r}; "
+               f"case.call(fn, *case.make_inputs())")
     seconds = time.perf_counter() - t0
     cheat = guard.cheat_message()
     if cheat:
