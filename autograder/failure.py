@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 
+MAX_HEADER = 2000          # characters: a rendered failure's first line is far shorter
+
+
 @dataclass(frozen=True)
 class Failure:
     what: str                          # what went wrong, as the student reads it
@@ -57,7 +60,9 @@ class Failure:
         """The parts of a rendered failure, for a reader that has only the text (the grader reading a
         notebook's error output). Text that `render` did not write comes back whole as `what`."""
         lines = text.split("\n")
-        m = cls._HEADER.match(lines[0]) if lines else None
+        # a rendered header is one short line; the text is the student's to shape (a CheckFailed they
+        # raise themselves reaches the output whole), and the pattern backtracks quadratically
+        m = cls._HEADER.match(lines[0]) if len(lines[0]) <= MAX_HEADER else None
         if not m or len(lines) < 2 or not lines[1].startswith("  "):
             return cls(what=text)
         body, hints = [lines[1][2:]], []

@@ -138,3 +138,17 @@ def test_replay_reason_is_the_failure_summary():
         metadata={"nbgrader": {"grade": True, "grade_id": "g", "points": 1}})
     verdict = replay.replay(nbformat.v4.new_notebook(cells=[cell]))
     assert verdict == {"g": {"ok": False, "why": "CheckFailed: " + CASE_FAILURE.summary()}}
+
+
+def test_a_hostile_error_text_parses_in_linear_time():
+    """A submission can raise its own CheckFailed with any text, which reaches the notebook output
+    whole and is parsed by the grader: a long line built to make the header pattern backtrack must
+    not stall grading (it took minutes per megabyte before the length cap)."""
+    import time
+    header = " failed on case [" * 60000 + " (x tier):"          # about 1 MB on one line
+    t0 = time.perf_counter()
+    parsed = Failure.parse(header + "\n  boom")
+    assert time.perf_counter() - t0 < 1.0
+    assert parsed.check == "" and parsed.what.startswith(" failed on case [")
+    out = {"ename": "CheckFailed", "evalue": header + "\n  boom"}
+    assert len(error_line(out)) <= 300
