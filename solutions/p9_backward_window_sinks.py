@@ -203,42 +203,102 @@ def _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 
 
 @triton.jit
-def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
-                   stride_qn, stride_qd, stride_don, stride_dod,
-                   start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
-                   IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    if IS_CAUSAL:
-        diag_hi = tl.minimum(start_n + BLOCK_N, N)
-        # queries see a key for W rows after it: the window, transposed
-        hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)
-        full_hi = tl.minimum(tl.maximum((start_n + WINDOW) // BLOCK_M * BLOCK_M, start_n + BLOCK_N), hi)
-        # a tile holding sinks is seen by every later query
-        sink_hi = tl.where(start_n < SINKS, N, hi)
-        if chunk == 0:
-            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                     stride_don, stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale,
-                                     WINDOW, SINKS, 2, BLOCK_M)
-            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                     stride_don, stride_dod, start_n + BLOCK_N, full_hi, offs_n, offs_d, N,
-                                     qk_scale, WINDOW, SINKS, 0, BLOCK_M)
-            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                     stride_don, stride_dod, full_hi, hi, offs_n, offs_d, N, qk_scale,
-                                     WINDOW, SINKS, 2, BLOCK_M)
-        # this program's share of the sink phase: chunk c covers [hi + c * SINK_CHUNK, ...)
-        s_lo = hi + chunk * SINK_CHUNK
-        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                 stride_don, stride_dod, s_lo, tl.minimum(sink_hi, s_lo + SINK_CHUNK), offs_n,
-                                 offs_d, N, qk_scale, WINDOW, SINKS, 3, BLOCK_M)
+def _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Query-tile bounds for the key tile [start_n, start_n + BLOCK_N): diagonal [start_n, start_n + BLOCK_N),
+    unmasked [start_n + BLOCK_N, full_hi), window edge [full_hi, hi), sinks [hi, sink_hi)."""
+    # queries see a key for W rows after it: the window, transposed
+    hi = tl.minimum(tl.cdiv(start_n + BLOCK_N + WINDOW - 1, BLOCK_M) * BLOCK_M, N)
+    full_hi = tl.minimum(tl.maximum((start_n + WINDOW) // BLOCK_M * BLOCK_M, start_n + BLOCK_N), hi)
+    # a tile holding sinks is seen by every later query
+    sink_hi = tl.where(start_n < SINKS, N, hi)
+    return hi, full_hi, sink_hi
+
+
+@triton.jit
+def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV_ptr, MP_ptr,
+                     stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
+                     stride_kn, stride_kd, stride_vn, stride_vd, stride_dkn, stride_dkd, stride_dvn, stride_dvd,
+                     start_n, kv_h, off_bh, n_bh, N, qk_scale, sm_scale, WINDOW, SINKS, has_sink_phase,
+                     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # the key tile [start_n, start_n + BLOCK_N): its window phases, summed over the query-head group
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_keys = offs_n[:, None] < N
+    k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
+    v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for g in range(GROUP):
+        h = (kv_h * GROUP + g).to(tl.int64)
+        Qh, DOh, LSEh, Deltah = Q_ptr + h * stride_qh, DO_ptr + h * stride_doh, LSE_ptr + h * N, Delta_ptr + h * N
+        if IS_CAUSAL:
+            hi, full_hi, sink_hi = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
+            diag_hi = tl.minimum(start_n + BLOCK_N, N)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
+                                     stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                                     2, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
+                                     stride_dod, start_n + BLOCK_N, full_hi, offs_n, offs_d, N, qk_scale,
+                                     WINDOW, SINKS, 0, BLOCK_M)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
+                                     stride_dod, full_hi, hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                                     2, BLOCK_M)
+        else:
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
+                                     stride_dod, 0, N, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_M)
+    dk *= sm_scale
+    if has_sink_phase & (start_n < SINKS):
+        # a float32 partial, [2 (dK, dV), sink tile, B * Hkv, BLOCK_N, HEAD_DIM]: the sink phase is added later
+        part = ((start_n // BLOCK_N * n_bh + off_bh).to(tl.int64) * BLOCK_N
+                + tl.arange(0, BLOCK_N)[:, None]) * HEAD_DIM + offs_d[None, :]
+        dv_part = (tl.cdiv(SINKS, BLOCK_N) * n_bh).to(tl.int64) * BLOCK_N * HEAD_DIM
+        tl.store(MP_ptr + part, dk)
+        tl.store(MP_ptr + dv_part + part, dv)
     else:
-        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, stride_qn, stride_qd,
-                                 stride_don, stride_dod, 0, N, offs_n, offs_d, N, qk_scale,
-                                 WINDOW, SINKS, 0, BLOCK_M)
-    return dk, dv
+        tl.store(DK_ptr + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+                 dk.to(DK_ptr.dtype.element_ty), mask=in_keys)
+        tl.store(DV_ptr + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+                 dv.to(DV_ptr.dtype.element_ty), mask=in_keys)
+
+
+@triton.jit
+def _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SP_ptr,
+                         stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
+                         stride_kn, stride_kd, stride_vn, stride_vd,
+                         block, chunk, kv_h, off_bh, n_bh, N, qk_scale, sm_scale, WINDOW, SINKS,
+                         SINK_CHUNK, N_CHUNKS,
+                         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, SINK_BLOCK: tl.constexpr):
+    # keys [block * SINK_BLOCK, + SINK_BLOCK), query rows: chunk `chunk` of their tile's sink phase
+    start_s = block * SINK_BLOCK
+    hi, full_hi, sink_hi = _dkdv_ranges(start_s // BLOCK_N * BLOCK_N, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
+    lo = hi + chunk * SINK_CHUNK
+    offs_s = start_s + tl.arange(0, SINK_BLOCK)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_keys = offs_s[:, None] < N
+    k = tl.load(K_ptr + offs_s[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
+    v = tl.load(V_ptr + offs_s[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
+    dk = tl.zeros([SINK_BLOCK, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([SINK_BLOCK, HEAD_DIM], dtype=tl.float32)
+    for g in range(GROUP):
+        h = (kv_h * GROUP + g).to(tl.int64)
+        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr + h * stride_qh, DO_ptr + h * stride_doh, LSE_ptr + h * N,
+                                 Delta_ptr + h * N, stride_qn, stride_qd, stride_don, stride_dod,
+                                 lo, tl.minimum(sink_hi, lo + SINK_CHUNK), offs_s, offs_d, N, qk_scale,
+                                 WINDOW, SINKS, 3, BLOCK_M)
+    dk *= sm_scale
+    # a float32 partial, [2 (dK, dV), sink block, chunk, B * Hkv, SINK_BLOCK, HEAD_DIM]
+    part = (((block * N_CHUNKS + chunk) * n_bh + off_bh).to(tl.int64) * SINK_BLOCK
+            + tl.arange(0, SINK_BLOCK)[:, None]) * HEAD_DIM + offs_d[None, :]
+    dv_part = (tl.cdiv(SINKS, SINK_BLOCK) * N_CHUNKS * n_bh).to(tl.int64) * SINK_BLOCK * HEAD_DIM
+    tl.store(SP_ptr + part, dk)
+    tl.store(SP_ptr + dv_part + part, dv)
 
 
 @triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS", "N_EXTRA"])
 def _attn_bwd_dkdv(
-    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, DKS_ptr, DVS_ptr,
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, MP_ptr, SP_ptr,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -246,83 +306,68 @@ def _attn_bwd_dkdv(
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
     N, N_KV_HEADS, qk_scale, sm_scale, WINDOW, SINKS, SINK_CHUNK, N_CHUNKS, N_EXTRA,
-    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINK_BLOCK: tl.constexpr,
 ):
-    # one grid axis; per (batch, K/V head): its key tiles, then N_EXTRA sink-phase chunks
+    # one grid axis; per (batch, K/V head): its key tiles, then N_EXTRA sink-phase programs
     n_tiles = tl.cdiv(N, BLOCK_N)
     n_progs = n_tiles + N_EXTRA
     off_bh = tl.program_id(0) // n_progs
+    n_bh = tl.num_programs(0) // n_progs
     b = off_bh // N_KV_HEADS
     kv_h = off_bh % N_KV_HEADS
     pid = tl.program_id(0) % n_progs
-    # programs past the key tiles: chunk 1 .. N_CHUNKS of a sink tile's sink phase
-    extra = tl.maximum(pid - n_tiles, 0)
-    chunk = tl.where(pid < n_tiles, 0, extra % N_CHUNKS + 1)
-    start_n = tl.multiple_of(tl.where(pid < n_tiles, pid, extra // N_CHUNKS) * BLOCK_N, BLOCK_N)
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    in_keys = offs_n[:, None] < N
-    k = tl.load(K_ptr + b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
-                + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
-    v = tl.load(V_ptr + b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
-                + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
     Q_ptr += b.to(tl.int64) * stride_qb
     DO_ptr += b.to(tl.int64) * stride_dob
+    K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
+    V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
     LSE_ptr += b.to(tl.int64) * (N_KV_HEADS * GROUP) * N
     Delta_ptr += b.to(tl.int64) * (N_KV_HEADS * GROUP) * N
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    for g in range(GROUP):
-        h = (kv_h * GROUP + g).to(tl.int64)
-        dk, dv = _bwd_dkdv_head(dk, dv, k, v, Q_ptr + h * stride_qh, DO_ptr + h * stride_doh,
-                                LSE_ptr + h * N, Delta_ptr + h * N,
-                                stride_qn, stride_qd, stride_don, stride_dod,
-                                start_n, chunk, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, SINK_CHUNK,
-                                IS_CAUSAL, BLOCK_M, BLOCK_N)
-    dk *= sm_scale
-    if (N_EXTRA > 0) & (start_n < SINKS):
-        # a partial sum, float32 [sink tile, chunk (0 .. N_CHUNKS), B * Hkv, BLOCK_N, HEAD_DIM]
-        part = ((start_n // BLOCK_N * (N_CHUNKS + 1) + chunk) * (tl.num_programs(0) // n_progs) + off_bh
-                ).to(tl.int64) * BLOCK_N * HEAD_DIM + tl.arange(0, BLOCK_N)[:, None] * HEAD_DIM + offs_d[None, :]
-        tl.store(DKS_ptr + part, dk)
-        tl.store(DVS_ptr + part, dv)
+    if pid < n_tiles:
+        _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr,
+                         DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh,
+                         DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh, MP_ptr,
+                         stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
+                         stride_kn, stride_kd, stride_vn, stride_vd, stride_dkn, stride_dkd, stride_dvn, stride_dvd,
+                         tl.multiple_of(pid * BLOCK_N, BLOCK_N), kv_h, off_bh, n_bh, N, qk_scale, sm_scale,
+                         WINDOW, SINKS, N_EXTRA > 0, GROUP, IS_CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N)
     else:
-        tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh
-                 + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
-                 mask=in_keys)
-        tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh
-                 + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd, dv.to(DV_ptr.dtype.element_ty),
-                 mask=in_keys)
+        _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SP_ptr,
+                             stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
+                             stride_kn, stride_kd, stride_vn, stride_vd,
+                             (pid - n_tiles) // N_CHUNKS, (pid - n_tiles) % N_CHUNKS, kv_h, off_bh, n_bh, N,
+                             qk_scale, sm_scale, WINDOW, SINKS, SINK_CHUNK, N_CHUNKS,
+                             GROUP, HEAD_DIM, BLOCK_M, BLOCK_N, SINK_BLOCK)
 
 
 @triton.jit
 def _attn_bwd_sink_sum(
-    DK_ptr, DV_ptr, DKS_ptr, DVS_ptr,
+    DK_ptr, DV_ptr, MP_ptr, SP_ptr,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    N, N_KV_HEADS, N_CHUNKS, N_BH,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    N, N_KV_HEADS, SINKS, N_CHUNKS, N_BH,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, SINK_BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    # one program per key row of a sink tile (and batch, K/V head): hundreds of programs, each
-    # adding that row's chunks 0 .. N_CHUNKS, BLOCK_C at a time in a fixed order; one rounding
-    row = tl.program_id(0) % BLOCK_N
-    off_bh = tl.program_id(0) // BLOCK_N % N_BH
-    tile = tl.program_id(0) // (BLOCK_N * N_BH)
+    # one program per key row n of a sink tile (and batch, K/V head): the window partial, plus
+    # (a sink row) its N_CHUNKS sink-phase partials, BLOCK_C at a time in a fixed order; one rounding
+    rows = tl.cdiv(SINKS, BLOCK_N) * BLOCK_N
+    n = tl.program_id(0) % rows
+    off_bh = tl.program_id(0) // rows
     b = off_bh // N_KV_HEADS
     kv_h = off_bh % N_KV_HEADS
-    offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, HEAD_DIM)
-    dk = tl.zeros([HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([HEAD_DIM], dtype=tl.float32)
-    for c0 in range(0, N_CHUNKS + 1, BLOCK_C):
-        # the partials are [sink tile, chunk, B * Hkv, BLOCK_N, HEAD_DIM]
-        part = (((tile * (N_CHUNKS + 1) + c0 + offs_c[:, None]) * N_BH + off_bh).to(tl.int64) * BLOCK_N
-                + row) * HEAD_DIM + offs_d[None, :]
-        in_chunks = c0 + offs_c[:, None] <= N_CHUNKS
-        dk += tl.sum(tl.load(DKS_ptr + part, mask=in_chunks, other=0.0), axis=0)
-        dv += tl.sum(tl.load(DVS_ptr + part, mask=in_chunks, other=0.0), axis=0)
-    n = tile * BLOCK_N + row
+    main = ((n // BLOCK_N * N_BH + off_bh).to(tl.int64) * BLOCK_N + n % BLOCK_N) * HEAD_DIM + offs_d
+    dk = tl.load(MP_ptr + main)
+    dv = tl.load(MP_ptr + (rows * N_BH).to(tl.int64) * HEAD_DIM + main)
+    if n < tl.cdiv(SINKS, SINK_BLOCK) * SINK_BLOCK:
+        dv_part = (tl.cdiv(SINKS, SINK_BLOCK) * N_CHUNKS * N_BH).to(tl.int64) * SINK_BLOCK * HEAD_DIM
+        offs_c = tl.arange(0, BLOCK_C)
+        for c0 in range(0, N_CHUNKS, BLOCK_C):
+            part = (((n // SINK_BLOCK * N_CHUNKS + c0 + offs_c[:, None]) * N_BH + off_bh).to(tl.int64)
+                    * SINK_BLOCK + n % SINK_BLOCK) * HEAD_DIM + offs_d[None, :]
+            in_chunks = c0 + offs_c[:, None] < N_CHUNKS
+            dk += tl.sum(tl.load(SP_ptr + part, mask=in_chunks, other=0.0), axis=0)
+            dv += tl.sum(tl.load(SP_ptr + dv_part + part, mask=in_chunks, other=0.0), axis=0)
     if n < N:
         tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh + n * stride_dkn
                  + offs_d * stride_dkd, dk.to(DK_ptr.dtype.element_ty))
@@ -350,8 +395,8 @@ def _attn_bwd_dq(
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
     N, N_Q_HEADS, qk_scale, sm_scale, WINDOW, SINKS,
-    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SINK_BLOCK: tl.constexpr,
 ):
     n_m = tl.cdiv(N, BLOCK_M)                 # one grid axis: the query tile is the fast index
     pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
@@ -378,9 +423,10 @@ def _attn_bwd_dq(
         last_m = start_m + BLOCK_M - 1
         full_lo = tl.maximum(tl.cdiv(tl.maximum(last_m - (WINDOW - 1), 0), BLOCK_N) * BLOCK_N, lo)
         full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
-        sink_hi = tl.minimum(tl.cdiv(SINKS, BLOCK_N) * BLOCK_N, lo)
+        # (SINK_BLOCK divides BLOCK_N, so lo is a whole number of sink blocks)
+        sink_hi = tl.minimum(tl.cdiv(SINKS, SINK_BLOCK) * SINK_BLOCK, lo)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                           0, sink_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 3, BLOCK_N)
+                           0, sink_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 3, SINK_BLOCK)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                            lo, full_lo, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
@@ -436,30 +482,34 @@ class FlashAttention(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         common = dict(IS_CAUSAL=is_causal, GROUP=Hq // Hkv, HEAD_DIM=D,
                       num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-        # the sink phase in chunks of about a window's worth of query rows (whole query tiles)
         bm, bn = cfg["BLOCK_M1"], cfg["BLOCK_N1"]
+        # the sink phase: blocks of SINK_BLOCK keys (the sinks, rounded up to tl.dot's 16; a divisor of
+        # both kernels' key tiles) x chunks of about a window's worth of query rows (whole query tiles)
+        sink_block = min(max(triton.next_power_of_2(sinks), 16), cfg["BLOCK_N2"])
         chunk = triton.cdiv(max(window, 256 if q.is_cuda else 2 * bm), bm) * bm
-        sink_tiles = triton.cdiv(sinks, bn) if is_causal and window < N else 0
-        n_chunks = max(triton.cdiv(N, chunk) - 1, 0)
-        n_extra = sink_tiles * n_chunks
-        # every slot is written: a sink tile's own program (chunk 0) and its N_CHUNKS extra programs
-        parts = torch.empty((2, sink_tiles * (n_chunks + 1) if n_extra else 1, B * Hkv, bn, D),
-                            device=q.device, dtype=torch.float32)
-        _attn_bwd_dkdv[((triton.cdiv(N, bn) + n_extra) * B * Hkv,)](
-            q, k, v, do, lse, delta, dk, dv, parts[0], parts[1],
+        n_blocks = triton.cdiv(sinks, sink_block) if is_causal and window < N else 0
+        n_chunks = triton.cdiv(N, chunk)
+        n_extra = n_blocks * n_chunks
+        n_bh = B * Hkv
+        # float32 partials, every slot written: the sink tiles' window phases, the sink-phase chunks
+        window_parts = torch.empty((2, triton.cdiv(sinks, bn) * n_bh * bn * D if n_extra else 1),
+                                   device=q.device, dtype=torch.float32)
+        sink_parts = torch.empty((2, max(n_extra * n_bh * sink_block * D, 1)), device=q.device, dtype=torch.float32)
+        _attn_bwd_dkdv[((triton.cdiv(N, bn) + n_extra) * n_bh,)](
+            q, k, v, do, lse, delta, dk, dv, window_parts, sink_parts,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(),
-            *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks, chunk, max(n_chunks, 1),
-            n_extra,
-            BLOCK_M=bm, BLOCK_N=bn, **common)
+            *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks, chunk, n_chunks, n_extra,
+            BLOCK_M=bm, BLOCK_N=bn, SINK_BLOCK=sink_block, **common)
         if n_extra:
-            # (one chunk at a time on the CPU: in the small cases chunk 1 is then a second step)
-            _attn_bwd_sink_sum[(sink_tiles * B * Hkv * bn,)](
-                dk, dv, parts[0], parts[1], *dk.stride(), *dv.stride(), N, Hkv, n_chunks, B * Hkv,
-                HEAD_DIM=D, BLOCK_N=bn, BLOCK_C=min(triton.next_power_of_2(n_chunks + 1), 32 if q.is_cuda else 1))
+            # (one chunk at a time on the CPU: in the small cases the loop then takes several steps)
+            _attn_bwd_sink_sum[(triton.cdiv(sinks, bn) * bn * n_bh,)](
+                dk, dv, window_parts, sink_parts, *dk.stride(), *dv.stride(), N, Hkv, sinks, n_chunks, n_bh,
+                HEAD_DIM=D, BLOCK_N=bn, SINK_BLOCK=sink_block,
+                BLOCK_C=min(triton.next_power_of_2(n_chunks), 32 if q.is_cuda else 1))
         _attn_bwd_dq[(n_tiles * B * Hq,)](
             q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale, window, sinks,
-            BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], **common)
+            BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], SINK_BLOCK=sink_block, **common)
         dsink = dsink.sum((0, 2)).to(sink_dtype) if has_sink else None
         return dq, dk, dv, dsink, None, None, None
 
