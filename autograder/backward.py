@@ -219,6 +219,7 @@ def gradient_hypothesis(q, k, v, do, sink, case, problem, got, wrong, tol):
 # ---------------------------------------------------------------------------------------------
 # the check
 
+_ROWS = {"dq": "query rows", "dk": "key rows", "dv": "key rows"}     # what dim 2 of each gradient indexes
 _NAMES = {"dq": "dQ (q.grad)", "dk": "dK (k.grad)", "dv": "dV (v.grad)", "dsink": "d sink (sink_logits.grad)"}
 
 
@@ -297,8 +298,8 @@ def check_backward_case(problem: int, fn, case: Case):
         gd = g.double()
         if name != "dsink" and (gd == torch.tensor(POISON, dtype=g.dtype).double()).all(-1).any():
             rows = (gd == torch.tensor(POISON, dtype=g.dtype).double()).all(-1)
-            where, hints = locate(rows[..., None].expand_as(gd), g.shape)
             kernel = "dK/dV" if name in ("dk", "dv") else "dQ"
+            where, hints = locate(rows[..., None].expand_as(gd), g.shape, rows_are=_ROWS[name])
             _fail(case, problem, f"{int(rows.sum())} row(s) of {_NAMES[name]} were never written ({where}).",
                   hints + [f"the {kernel} kernel's grid must cover every "
                            + ("key tile of every K/V head: (cdiv(N, BLOCK_N1), B * Hkv)" if kernel == "dK/dV"
@@ -306,7 +307,8 @@ def check_backward_case(problem: int, fn, case: Case):
                            + ", and each store is masked with < N, not a smaller bound."], where)
         if not torch.isfinite(gd).all():
             where, hints = locate(~torch.isfinite(gd) if gd.dim() == 4 else ~torch.isfinite(gd)[None, :, None, None],
-                                  g.shape if gd.dim() == 4 else (1, g.shape[0], 1, 1))
+                                  g.shape if gd.dim() == 4 else (1, g.shape[0], 1, 1),
+                                  rows_are=_ROWS.get(name, "query rows"))
             _fail(case, problem, f"{_NAMES[name]} has NaN or inf ({where}).",
                   hints + ["P = exp2(qk * qk_scale - lse2) needs the lse the forward stored for that row; rows past N "
                            "must load lse with other=+inf (P = 0) and q, dO with other=0; a masked pair gets P = 0 "
@@ -316,23 +318,24 @@ def check_backward_case(problem: int, fn, case: Case):
         worst = max(worst, float((gd - want).abs().max()))
     if wrong:
         why = gradient_hypothesis(q, k, v, do, sink, case, problem, grads, wrong, tol)
-        lines = []
+        lines, bad_at = [], {}
         for name in wrong:
             gd, want = grads[name].double(), ref[name]
             err = (gd - want).abs()
+            scale = want.abs().max().clamp(min=1.0).item()
+            bad = err > tol[0] * scale + tol[1] * want.abs()
+            bad_at[name] = bad
             if name == "dsink":
                 h = int(err.argmax())
                 lines.append(f"{_NAMES[name]}: max |err| {err.max().item():.3g}; head {h}: got "
                              f"{gd[h].item():.5g}, expected {want[h].item():.5g}")
                 continue
-            scale = want.abs().max().clamp(min=1.0).item()
-            bad = err > tol[0] * scale + tol[1] * want.abs()
-            where, _ = locate(bad, gd.shape)
+            where, _ = locate(bad, gd.shape, rows_are=_ROWS[name])
             lines.append(f"{_NAMES[name]}: {int(bad.sum())} of {bad.numel()} elements off (max |err| "
                          f"{err.max().item():.3g}, largest |ref| {want.abs().max().item():.3g}) at {where}")
         right = [_NAMES[n].split()[0] for n in grads if n not in wrong]
         msg = "; ".join(lines) + (f". Right: {', '.join(right)}." if right else ".")
-        hints = [why] if why else _generic_hints(wrong, case)
+        hints = [why] if why else _generic_hints(wrong, case) + _location_hints(bad_at, case)
         if not why and case.layout != "contiguous":
             hints.append(_layout_hint(problem, fn, case, q, k, v, do, sink, tol))
         _fail(case, problem, msg, hints)
@@ -355,6 +358,24 @@ def _generic_hints(wrong, case):
     elif "dsink" in wrong and len(wrong) == 1:
         hints.append("only d sink is wrong: d sink_h = -sum over the rows of head h (every batch) of "
                      "P_sink_i * delta_i, with P_sink_i = exp2(sink_h * log2(e) - lse2_i).")
+    return hints
+
+
+def _location_hints(bad_at, case):
+    """Hints from where the wrong gradient elements are (bad_at: gradient name -> bool mask)."""
+    hints = []
+    key_rows = [bad_at[n].nonzero()[:, 2] for n in ("dk", "dv") if n in bad_at and bad_at[n].any()]
+    if key_rows and "dq" not in bad_at and case.sink_size:
+        if int(torch.cat(key_rows).max()) < case.sink_size:
+            hints.append(f"only the sink keys' rows (j < S = {case.sink_size}) of dK/dV are wrong: a key tile "
+                         "holding sinks (start_n < S) is seen by every later query, so after its window its "
+                         "dK/dV loop goes on to N (the sink phase [hi, sink_hi) with sink_hi = N, mask j < S).")
+    if "dsink" in bad_at and case.Hq > 1:
+        bad_h = bad_at["dsink"]
+        if not bad_h[0] and bad_h[1:].any():
+            hints.append("d sink is right for head 0 and wrong for later heads: in _attn_bwd_delta, LSE_ptr is "
+                         "not yet offset to the program's (batch, head): the tile's lse2 is at "
+                         "LSE_ptr + off_bh * N + offs_m, where delta is stored.")
     return hints
 
 

@@ -444,15 +444,16 @@ def _mask_hint(case, kind, off, j):
     return ""
 
 
-def locate(bad: torch.Tensor, out_shape, pytorch=False):
+def locate(bad: torch.Tensor, out_shape, pytorch=False, rows_are="query rows"):
     """Summarise where the wrong elements are: batches, heads, query rows (hints in PyTorch's words
-    for Problem 1, whose given code does the indexing and the grid is a Python loop)."""
+    for Problem 1, whose given code does the indexing and the grid is a Python loop). dK and dV are
+    indexed by keys: pass rows_are="key rows"."""
     idx = bad.nonzero()
     bs, hs, rows = idx[:, 0].unique().tolist(), idx[:, 1].unique().tolist(), idx[:, 2].unique().tolist()
     B, H, N, _ = out_shape
     parts = [f"batch {_fmt_ranges(bs)}" + (" (all)" if len(bs) == B else f" of {B}"),
              f"head {_fmt_ranges(hs)}" + (" (all)" if len(hs) == H else f" of {H}"),
-             f"query rows {_fmt_ranges(rows)}" + (" (all)" if len(rows) == N else f" of {N}")]
+             f"{rows_are} {_fmt_ranges(rows)}" + (" (all)" if len(rows) == N else f" of {N}")]
     hints = []
     if len(bs) < B and bs and min(bs) > 0:
         hints.append("only batches after the first are wrong: " +
@@ -466,7 +467,9 @@ def locate(bad: torch.Tensor, out_shape, pytorch=False):
     if suffix and 0 < len(rows) <= N // 2:
         hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: " +
                      ("check the bounds mask (keys j >= N of the padded last tile get -inf)." if pytorch else
-                      "check the bounds masks and that the grid covers cdiv(N, BLOCK_M) query tiles."))
+                      ("check the bounds masks and that the grid covers cdiv(N, BLOCK_N) key tiles."
+                       if rows_are == "key rows" else
+                       "check the bounds masks and that the grid covers cdiv(N, BLOCK_M) query tiles.")))
     return ", ".join(parts), hints
 
 

@@ -205,10 +205,10 @@ def _attn_fwd(
 #
 # **Your part 1.** The kernel computes `delta` for one query tile of one head (given). When the
 # model has sink logits, add this tile's share of `d sink_h`: load `sink_h` (`Sink_ptr + h`) and the
-# tile's `lse2` (`LSE_ptr + offs_m`; rows past `N` with `other=float("inf")`, so they count 0),
-# compute `P_sink = exp2(sink_h * log2(e) - lse2)`, and store `-sum(P_sink * delta)` at
-# `DSink_ptr + pid`. The wrapper sums the partial results of all tiles and batches (a `[B, Hq,
-# n_tiles]` tensor, `.sum((0, 2))`): deterministic, no atomics.
+# tile's `lse2` (`LSE_ptr + off_bh * N + offs_m`, laid out as `delta` is stored; rows past `N` with
+# `other=float("inf")`, so they count 0), compute `P_sink = exp2(sink_h * log2(e) - lse2)`, and
+# store `-sum(P_sink * delta)` at `DSink_ptr + pid`. The wrapper sums the partial results of all
+# tiles and batches (a `[B, Hq, n_tiles]` tensor, `.sum((0, 2))`): deterministic, no atomics.
 
 # %% solution="p9_dsink" export=true
 @triton.jit
