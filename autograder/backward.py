@@ -86,11 +86,12 @@ def reference_grads(q, k, v, do, case, sink=None):
     return out
 
 
-def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, delta=True, dq_factor=1.0,
+def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, p_power=1.0, delta=True, dq_factor=1.0,
                  dk_factor=1.0, group="sum", dkdv_visible=None, dsink_sign=-1.0, sink_base2=True):
     """The FlashAttention-2 backward in float64 dense math, optionally with one planted mistake.
 
-    p_factor(lse): a per-row factor on the recomputed P (lse in the wrong base); delta=False: dS = P dP;
+    p_factor(lse): a per-row factor on the recomputed P (lse in the wrong base); p_power: P ** p_power
+    (exp where exp2 belongs: exp(x * log2 e) = P ** log2 e); delta=False: dS = P dP;
     dq_factor / dk_factor: a wrong scale; group: "sum" (right), "first", "last" or "modulo" for
     how dK/dV gather the query heads; dkdv_visible: the pairs the dK/dV loops visit."""
     q, k, v, do = q.double(), k.double(), v.double(), do.double()
@@ -105,7 +106,7 @@ def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, delta=True, 
     p = torch.exp(s - lse[..., None])
     o = p @ vv
     dlt = (do * o).sum(-1)
-    pb = p if p_factor is None else p * p_factor(lse)[..., None]
+    pb = (p if p_factor is None else p * p_factor(lse)[..., None]) ** p_power
     dp = do @ vv.transpose(-1, -2)
     ds = pb * (dp - dlt[..., None]) if delta else pb * dp
     dq = (ds @ kk) * scale * dq_factor
@@ -147,7 +148,7 @@ def _close(got, want, tol):
 def _hypotheses(case, problem, visible, N, dev):
     """(keyword arguments of manual_grads, the sentence that names the mistake), most specific first."""
     hyps = [
-        (dict(delta=False), "dQ and dK match dS = P * dP: delta is forgotten. The softmax's gradient is "
+        (dict(delta=False), "the wrong gradients match dS = P * dP: delta is forgotten. The softmax's gradient is "
                             "dS = P * (dP - delta) with delta_i = rowsum(dO_i * O_i) (dV does not use it)."),
         (dict(p_factor=lambda lse: torch.exp(lse * (1 - LN2))),
          "the gradients match P recomputed as exp2(qk * qk_scale - lse) with a natural-log lse: the lse is in "
@@ -156,6 +157,8 @@ def _hypotheses(case, problem, visible, N, dev):
         (dict(p_factor=lambda lse: torch.exp(lse * (1 - LOG2E))),
          "the gradients match P recomputed as exp(qk * sm_scale - lse2): the stored lse is base 2, so P must "
          "be exp2(qk * qk_scale - lse2) (qk_scale = sm_scale * log2(e)); the lse is in the wrong base."),
+        (dict(p_power=LOG2E), "the gradients match P recomputed with exp where exp2 belongs: qk * qk_scale and the "
+                              "stored lse2 are base 2 (qk_scale holds log2(e)), so P = exp2(qk * qk_scale - lse2)."),
     ]
     for which, name in (("dq", "dQ"), ("dk", "dK")):
         for f, why in ((1 / (1 / math.sqrt(case.D)), f"the 1/sqrt(D) scale is missing from {name}"),
@@ -469,8 +472,13 @@ def _autograd_contract(problem: int, fn):
         out.backward(do.transpose(-1, -2).contiguous().transpose(-1, -2))   # a non-contiguous dO
         if q.grad is not None or v.grad is not None:
             fail("q and v did not ask for gradients but got some.")
-        if k.grad is None or not _close(k.grad.double(), ref["dk"], GRAD_TOLERANCES[case.resolved_dtype]):
-            fail("k.grad is missing or wrong when only k requires grad and dO is not contiguous.")
+        if k.grad is None:
+            fail("k.grad is missing when only k requires grad and dO is not contiguous.")
+        if not _close(k.grad.double(), ref["dk"], GRAD_TOLERANCES[case.resolved_dtype]):
+            err = (k.grad.double() - ref["dk"]).abs().max().item()
+            fail(f"k.grad is wrong (max |err| {err:.3g}) when only k requires grad and dO is not contiguous. "
+                 "If the gradient checks above fail too, fix those first (this is the same math); if they "
+                 "pass, address dO with its own strides (do.stride()), not q's or a contiguous copy's.")
         g1 = k.grad.clone()
         out2 = fn(q, k, v, **kw)
         out2.backward(do)
