@@ -465,11 +465,10 @@ def locate(bad: torch.Tensor, out_shape, pytorch=False, rows_are="query rows"):
                       if pytorch else "check the head offsets and strides (and the K/V head for GQA)."))
     suffix = rows and max(rows) == N - 1 and len(rows) == N - min(rows)
     if suffix and 0 < len(rows) <= N // 2:
+        tiles = "cdiv(N, BLOCK_N) key tiles" if rows_are == "key rows" else "cdiv(N, BLOCK_M) query tiles"
         hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: " +
                      ("check the bounds mask (keys j >= N of the padded last tile get -inf)." if pytorch else
-                      ("check the bounds masks and that the grid covers cdiv(N, BLOCK_N) key tiles."
-                       if rows_are == "key rows" else
-                       "check the bounds masks and that the grid covers cdiv(N, BLOCK_M) query tiles.")))
+                      f"check the bounds masks and that the grid covers {tiles}."))
     return ", ".join(parts), hints
 
 
