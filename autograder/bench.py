@@ -1,6 +1,8 @@
 """Benchmark attention implementations on the GPU: time, TFLOP/s, extra memory, and a plot.
 
-Timing is `triton.testing.do_bench` (CUDA events, warm-up, L2 flushed before every run, median).
+Timing is `gpu_ms`: CUDA events around each call, warm-up, the L2 cache flushed before every run, the
+median; and the GPU held back until the CPU has queued the whole call, so what is timed is the kernels,
+not Python and launch overhead (see `gpu_ms`).
 TFLOP/s counts only attended query-key pairs: 4 * B * Hq * D * pairs (two matmuls, 2 flops per
 multiply-add), so a causal or windowed kernel is not credited for work the mask rules out.
 Extra memory is the peak allocated during one call minus what was allocated before it (the inputs).
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import time
 
 import torch
 
@@ -31,6 +34,65 @@ def reference_solution(problem: int):
         return importlib.import_module(SOLUTION_MODULES[problem]).flash_attention_forward
     except (ImportError, KeyError):
         return None
+
+
+_FLUSH_BYTES = 256 * 2**20        # larger than any current GPU's L2 cache
+
+
+def gpu_ms(fn, warmup_ms: float = 25, rep_ms: float = 100) -> float:
+    """Median GPU time of `fn()` in milliseconds.
+
+    Each run: the L2 cache is flushed, the GPU spins for about twice the CPU time one call takes to queue,
+    then CUDA events bracket the call. The CPU has queued the whole call before the GPU reaches the first
+    event, so Python, autograd and launch overhead is not counted. Without the spin a call whose kernels
+    take less time than its CPU side (the backward of a small shape: about 0.45 ms of kernels behind
+    0.25-0.45 ms of autograd and launches) is timed at the CPU's pace, which varies run to run.
+    `triton.testing.do_bench` does the same minus the spin."""
+    fn()                                                   # compile and allocate outside the timer
+    torch.cuda.synchronize()
+    flush = torch.empty(_FLUSH_BYTES, dtype=torch.int8, device="cuda")
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    # the CPU cost of queuing one call, and the GPU time of one call, to size the spin and the run count
+    t0 = time.perf_counter()
+    start.record()
+    fn()
+    end.record()
+    host_ms = (time.perf_counter() - t0) * 1e3
+    torch.cuda.synchronize()
+    est_ms = max(start.elapsed_time(end), 1e-3)
+    spin = _spin_cycles_per_ms() * (2 * host_ms + 0.05) if hasattr(torch.cuda, "_sleep") else 0
+    n_warmup = max(1, min(int(warmup_ms / est_ms), 1000))
+    n_rep = max(5, min(int(rep_ms / est_ms), 1000))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
+    for _ in range(n_warmup):
+        fn()
+    for i in range(n_rep):
+        flush.zero_()
+        if spin:
+            torch.cuda._sleep(int(spin))
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return float(torch.tensor([s.elapsed_time(e) for s, e in zip(starts, ends)]).median())
+
+
+_SPIN = {}
+
+
+def _spin_cycles_per_ms() -> float:
+    """`torch.cuda._sleep` counts GPU clock cycles: how many make a millisecond on this GPU (measured once)."""
+    dev = torch.cuda.current_device()
+    if dev not in _SPIN:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(10**6)                          # clocks up before the measured spin
+        start.record()
+        torch.cuda._sleep(10**7)
+        end.record()
+        torch.cuda.synchronize()
+        _SPIN[dev] = 10**7 / start.elapsed_time(end)
+    return _SPIN[dev]
 
 
 def _sdpa(backend_name):
@@ -71,7 +133,6 @@ def _naive_fits(shape: Shape, limit_gib=24):
 
 def measure(fn, q, k, v, shape: Shape, name: str):
     """One record: median ms, TFLOP/s, extra GiB; or the reason it did not run."""
-    import triton
     kw = shape.mask_kwargs()
     rec = {"name": name, "shape": shape.describe(), "N": shape.N, "ms": math.nan, "tflops": math.nan,
            "extra_gib": math.nan, "note": ""}
@@ -83,7 +144,7 @@ def measure(fn, q, k, v, shape: Shape, name: str):
         torch.cuda.synchronize()
         rec["extra_gib"] = (torch.cuda.max_memory_allocated() - before) / 2**30
         del out
-        ms = triton.testing.do_bench(lambda: fn(q, k, v, **kw), warmup=25, rep=100, return_mode="median")
+        ms = gpu_ms(lambda: fn(q, k, v, **kw))
     except (NotImplementedError, RuntimeError, ValueError, AssertionError, torch.OutOfMemoryError) as exc:
         rec["note"] = f"{type(exc).__name__}: {failure.summary(exc, 60)}"
         torch.cuda.empty_cache()
@@ -169,7 +230,6 @@ def measure_backward(fn, q, k, v, shape: Shape, name: str):
     """One record for the backward alone: the forward runs outside the timer, then
     torch.autograd.grad(out, (q, k, v), dO) is timed. TFLOP/s = 2.5 x the forward's flops over the
     attended pairs (FlashAttention-2's convention: five matmuls where the forward has two)."""
-    import triton
     kw = shape.mask_kwargs()
     rec = {"name": name, "shape": shape.describe(), "N": shape.N, "ms": math.nan, "tflops": math.nan,
            "extra_gib": math.nan, "note": ""}
@@ -184,8 +244,7 @@ def measure_backward(fn, q, k, v, shape: Shape, name: str):
         torch.cuda.synchronize()
         rec["extra_gib"] = (torch.cuda.max_memory_allocated() - before) / 2**30
         del grads
-        ms = triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
-                                     warmup=25, rep=100, return_mode="median")
+        ms = gpu_ms(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True))
     except (NotImplementedError, RuntimeError, ValueError, AssertionError, torch.OutOfMemoryError) as exc:
         rec["note"] = f"{type(exc).__name__}: {failure.summary(exc, 60)}"
         torch.cuda.empty_cache()

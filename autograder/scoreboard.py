@@ -61,7 +61,7 @@ def main(argv=None):
                 if ref is not None:
                     records += bench.benchmark(problem, None, baselines=("reference", "sdpa_cudnn", "flex", "naive"),
                                                plot=False, verbose=False)
-            print("\nBenchmark (median of triton.testing.do_bench, L2 flushed; TFLOP/s over attended pairs)")
+            print("\nBenchmark (bench.gpu_ms: median GPU time, L2 flushed, launch overhead excluded; TFLOP/s over attended pairs)")
             bench.print_table(records)
             records = []
             for problem in sorted(bench.BACKWARD_SHAPES):

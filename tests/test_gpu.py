@@ -21,6 +21,21 @@ def test_tier_dtype():
     assert autograder.DTYPE == (torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float16)
 
 
+def test_gpu_ms_times_the_kernels_not_the_cpu():
+    """A call that spends 3 ms on the CPU before a ~0.2 ms kernel is timed at the kernel's pace
+    (do_bench would report the 3 ms), and a known GPU spin is timed at its length."""
+    import time
+    x = torch.randn(4096, 4096, device="cuda", dtype=autograder.DTYPE)
+    kernel_ms = bench.gpu_ms(lambda: x @ x)
+
+    def slow_host():
+        time.sleep(0.003)
+        return x @ x
+    assert bench.gpu_ms(slow_host) < kernel_ms * 1.5 + 0.05
+    cycles = bench._spin_cycles_per_ms()
+    assert bench.gpu_ms(lambda: torch.cuda._sleep(int(cycles))) == pytest.approx(1.0, rel=0.1)
+
+
 @pytest.mark.parametrize("problem", numbers("check"))
 def test_reference_solutions_pass_full_size_cases(problem):
     fn = bench.reference_solution(problem)
