@@ -29,7 +29,7 @@ m = importlib.import_module(f"solutions.{slug}")
 target = GPUTarget("cuda", int(cap), 32)
 elem = "*" + dtype
 ptrs = {n: elem for n in ("Q_ptr", "K_ptr", "V_ptr", "O_ptr", "DO_ptr", "DK_ptr", "DV_ptr", "DQ_ptr")}
-ptrs.update({n: "*fp32" for n in ("LSE_ptr", "Delta_ptr", "Sink_ptr", "DSink_ptr", "MP_ptr", "SP_ptr")})
+ptrs.update({n: "*fp32" for n in ("LSE_ptr", "Delta_ptr", "Sink_ptr", "DSink_ptr", "WDK_ptr", "WDV_ptr", "SDK_ptr", "SDV_ptr")})
 p9 = slug.startswith("p9")
 sinks = {"HAS_SINK_LOGITS": True} if p9 else {}
 sink_block = {"SINK_BLOCK": 16} if p9 else {}          # the sink phase's narrow key block

@@ -360,7 +360,7 @@ def _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M: tl.constexpr, BLOCK_N: tl.c
 
 # %% export=true
 @triton.jit
-def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV_ptr, MP_ptr,
+def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV_ptr, WDK_ptr, WDV_ptr,
                      stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
                      stride_kn, stride_kd, stride_vn, stride_vd, stride_dkn, stride_dkd, stride_dvn, stride_dvd,
                      start_n, kv_h, off_bh, n_bh, N, qk_scale, sm_scale, WINDOW, SINKS, has_sink_phase,
@@ -374,12 +374,12 @@ def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV
     v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    hi, full_hi, sink_hi = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
+    diag_hi = tl.minimum(start_n + BLOCK_N, N)
     for g in range(GROUP):
         h = (kv_h * GROUP + g).to(tl.int64)
         Qh, DOh, LSEh, Deltah = Q_ptr + h * stride_qh, DO_ptr + h * stride_doh, LSE_ptr + h * N, Delta_ptr + h * N
         if IS_CAUSAL:
-            hi, full_hi, sink_hi = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
-            diag_hi = tl.minimum(start_n + BLOCK_N, N)
             dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
                                      stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
                                      2, BLOCK_M)
@@ -394,12 +394,11 @@ def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV
                                      stride_dod, 0, N, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_M)
     dk *= sm_scale
     if has_sink_phase & (start_n < SINKS):
-        # a float32 partial, [2 (dK, dV), sink tile, B * Hkv, BLOCK_N, HEAD_DIM]: the sink phase is added later
+        # float32 partials, each [sink tile, B * Hkv, BLOCK_N, HEAD_DIM]: the sink phase is added later
         part = ((start_n // BLOCK_N * n_bh + off_bh).to(tl.int64) * BLOCK_N
                 + tl.arange(0, BLOCK_N)[:, None]) * HEAD_DIM + offs_d[None, :]
-        dv_part = (tl.cdiv(SINKS, BLOCK_N) * n_bh).to(tl.int64) * BLOCK_N * HEAD_DIM
-        tl.store(MP_ptr + part, dk)
-        tl.store(MP_ptr + dv_part + part, dv)
+        tl.store(WDK_ptr + part, dk)
+        tl.store(WDV_ptr + part, dv)
     else:
         tl.store(DK_ptr + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
                  dk.to(DK_ptr.dtype.element_ty), mask=in_keys)
@@ -408,7 +407,7 @@ def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV
 
 
 @triton.jit
-def _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SP_ptr,
+def _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SDK_ptr, SDV_ptr,
                          stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
                          stride_kn, stride_kd, stride_vn, stride_vd,
                          block, chunk, kv_h, off_bh, n_bh, N, qk_scale, sm_scale, WINDOW, SINKS,
@@ -433,17 +432,16 @@ def _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SP_ptr
                                  lo, tl.minimum(sink_hi, lo + SINK_CHUNK), offs_s, offs_d, N, qk_scale,
                                  WINDOW, SINKS, 3, BLOCK_M)
     dk *= sm_scale
-    # a float32 partial, [2 (dK, dV), sink block, chunk, B * Hkv, SINK_BLOCK, HEAD_DIM]
+    # float32 partials, each [sink block, chunk, B * Hkv, SINK_BLOCK, HEAD_DIM]
     part = (((block * N_CHUNKS + chunk) * n_bh + off_bh).to(tl.int64) * SINK_BLOCK
             + tl.arange(0, SINK_BLOCK)[:, None]) * HEAD_DIM + offs_d[None, :]
-    dv_part = (tl.cdiv(SINKS, SINK_BLOCK) * N_CHUNKS * n_bh).to(tl.int64) * SINK_BLOCK * HEAD_DIM
-    tl.store(SP_ptr + part, dk)
-    tl.store(SP_ptr + dv_part + part, dv)
+    tl.store(SDK_ptr + part, dk)
+    tl.store(SDV_ptr + part, dv)
 
 
 @triton.jit(do_not_specialize=["N_KV_HEADS", "WINDOW", "SINKS", "N_EXTRA"])
 def _attn_bwd_dkdv(
-    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, MP_ptr, SP_ptr,
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, Delta_ptr, DK_ptr, DV_ptr, WDK_ptr, WDV_ptr, SDK_ptr, SDV_ptr,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -471,13 +469,13 @@ def _attn_bwd_dkdv(
     if pid < n_tiles:
         _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr,
                          DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh,
-                         DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh, MP_ptr,
+                         DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh, WDK_ptr, WDV_ptr,
                          stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
                          stride_kn, stride_kd, stride_vn, stride_vd, stride_dkn, stride_dkd, stride_dvn, stride_dvd,
                          tl.multiple_of(pid * BLOCK_N, BLOCK_N), kv_h, off_bh, n_bh, N, qk_scale, sm_scale,
                          WINDOW, SINKS, N_EXTRA > 0, GROUP, IS_CAUSAL, HEAD_DIM, BLOCK_M, BLOCK_N)
     else:
-        _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SP_ptr,
+        _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SDK_ptr, SDV_ptr,
                              stride_qh, stride_qn, stride_qd, stride_don, stride_dod, stride_doh,
                              stride_kn, stride_kd, stride_vn, stride_vd,
                              (pid - n_tiles) // N_CHUNKS, (pid - n_tiles) % N_CHUNKS, kv_h, off_bh, n_bh, N,
@@ -487,7 +485,7 @@ def _attn_bwd_dkdv(
 
 @triton.jit
 def _attn_bwd_sink_sum(
-    DK_ptr, DV_ptr, MP_ptr, SP_ptr,
+    DK_ptr, DV_ptr, WDK_ptr, WDV_ptr, SDK_ptr, SDV_ptr,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
     N, N_KV_HEADS, SINKS, N_CHUNKS, N_BH,
@@ -501,18 +499,17 @@ def _attn_bwd_sink_sum(
     b = off_bh // N_KV_HEADS
     kv_h = off_bh % N_KV_HEADS
     offs_d = tl.arange(0, HEAD_DIM)
-    main = ((n // BLOCK_N * N_BH + off_bh).to(tl.int64) * BLOCK_N + n % BLOCK_N) * HEAD_DIM + offs_d
-    dk = tl.load(MP_ptr + main)
-    dv = tl.load(MP_ptr + (rows * N_BH).to(tl.int64) * HEAD_DIM + main)
+    window = ((n // BLOCK_N * N_BH + off_bh).to(tl.int64) * BLOCK_N + n % BLOCK_N) * HEAD_DIM + offs_d
+    dk = tl.load(WDK_ptr + window)
+    dv = tl.load(WDV_ptr + window)
     if n < tl.cdiv(SINKS, SINK_BLOCK) * SINK_BLOCK:
-        dv_part = (tl.cdiv(SINKS, SINK_BLOCK) * N_CHUNKS * N_BH).to(tl.int64) * SINK_BLOCK * HEAD_DIM
         offs_c = tl.arange(0, BLOCK_C)
         for c0 in range(0, N_CHUNKS, BLOCK_C):
             part = (((n // SINK_BLOCK * N_CHUNKS + c0 + offs_c[:, None]) * N_BH + off_bh).to(tl.int64)
                     * SINK_BLOCK + n % SINK_BLOCK) * HEAD_DIM + offs_d[None, :]
             in_chunks = c0 + offs_c[:, None] < N_CHUNKS
-            dk += tl.sum(tl.load(SP_ptr + part, mask=in_chunks, other=0.0), axis=0)
-            dv += tl.sum(tl.load(SP_ptr + dv_part + part, mask=in_chunks, other=0.0), axis=0)
+            dk += tl.sum(tl.load(SDK_ptr + part, mask=in_chunks, other=0.0), axis=0)
+            dv += tl.sum(tl.load(SDV_ptr + part, mask=in_chunks, other=0.0), axis=0)
     if n < N:
         tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh + n * stride_dkn
                  + offs_d * stride_dkd, dk.to(DK_ptr.dtype.element_ty))
@@ -656,14 +653,14 @@ class FlashAttention(torch.autograd.Function):
                                    device=q.device, dtype=torch.float32)
         sink_parts = torch.empty((2, max(n_extra * n_bh * sink_block * D, 1)), device=q.device, dtype=torch.float32)
         _attn_bwd_dkdv[((triton.cdiv(N, bn) + n_extra) * n_bh,)](
-            q, k, v, do, lse, delta, dk, dv, window_parts, sink_parts,
+            q, k, v, do, lse, delta, dk, dv, *window_parts, *sink_parts,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dk.stride(), *dv.stride(), N, Hkv, sm_scale * LOG2E, sm_scale, window, sinks, chunk, n_chunks, n_extra,
             BLOCK_M=bm, BLOCK_N=bn, SINK_BLOCK=sink_block, **common)
         if n_extra:
             # (one chunk at a time on the CPU: in the small cases the loop then takes several steps)
             _attn_bwd_sink_sum[(triton.cdiv(sinks, bn) * bn * n_bh,)](
-                dk, dv, window_parts, sink_parts, *dk.stride(), *dv.stride(), N, Hkv, sinks, n_chunks, n_bh,
+                dk, dv, *window_parts, *sink_parts, *dk.stride(), *dv.stride(), N, Hkv, sinks, n_chunks, n_bh,
                 HEAD_DIM=D, BLOCK_N=bn, SINK_BLOCK=sink_block,
                 BLOCK_C=min(triton.next_power_of_2(n_chunks), 32 if q.is_cuda else 1))
         _attn_bwd_dq[(n_tiles * B * Hq,)](
