@@ -42,7 +42,7 @@ class SkippingReport:
     counts tiles: `visits` ("key" tiles loaded and "masked" score tiles forward; "query" and "key"
     tiles loaded by Problem 9's forward + backward) and, where the course computes them, `expected`
     (what a kernel that skips every tile its mask rules out does, with the same BLOCK_M x BLOCK_N).
-    On a GPU `times_ms` holds do_bench times instead. `ratio` is the number the verdict rests on:
+    On a GPU `times_ms` holds `bench.gpu_ms` times instead. `ratio` is the number the verdict rests on:
     the growth from the first size to the second (Problems 6, 7, 9), causal over non-causal time
     (Problem 4 on a GPU), None where one shape is counted (Problem 4 on the CPU tier).
 
@@ -202,10 +202,11 @@ def _verdict(report: SkippingReport, verbose: bool) -> SkippingReport:
 
 
 def _timed(fn, q, k, v, kwargs) -> float:
-    """Milliseconds per call (do_bench). Recorded as one number when grading: a replay has nothing to time."""
-    import triton
-    key = ("do_bench", tuple(q.shape), tuple(k.shape), str(q.dtype))    # the inputs are seeded: shapes say which
-    return record.call(lambda: float(triton.testing.do_bench(lambda: fn(q, k, v, **kwargs))), key, kwargs)
+    """Milliseconds per call (bench.gpu_ms: the kernels, not the CPU's launch overhead, which would flatten
+    the growth of a small case). Recorded as one number when grading: a replay has nothing to time."""
+    from .bench import gpu_ms
+    key = ("gpu_ms", tuple(q.shape), tuple(k.shape), str(q.dtype))      # the inputs are seeded: shapes say which
+    return record.call(lambda: gpu_ms(lambda: fn(q, k, v, **kwargs)), key, kwargs)
 
 
 def _correctness_gate(fn, problem):
@@ -344,7 +345,7 @@ def check_backward_tile_skipping(fn, problem: int = 9, verbose: bool = True) -> 
 
 
 def _gpu_backward_scaling(fn) -> SkippingReport:
-    import triton
+    from .bench import gpu_ms
     W = 1024
     sizes = (8192, 16384)
     times = []
@@ -355,8 +356,8 @@ def _gpu_backward_scaling(fn) -> SkippingReport:
         def timed():
             out = fn(q, k, v, **case.mask_kwargs())
             do = torch.randn_like(out)
-            return float(triton.testing.do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True)))
-        times.append(record.call(timed, ("backward do_bench", n)))     # a replay has nothing to time
+            return gpu_ms(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True))
+        times.append(record.call(timed, ("backward gpu_ms", n)))     # a replay has nothing to time
     growth = times[1] / times[0]
     report = SkippingReport(9, "gpu", sizes, case.mask_kwargs(), ratio=growth,
                             times_ms={"backward": tuple(times)}, passed=growth <= 3.0)
