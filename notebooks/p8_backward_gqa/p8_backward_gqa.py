@@ -300,8 +300,9 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 # of the group, add its contribution with `_bwd_dkdv_head(dk, dv, k, v, ...)` called on head `h`'s
 # pointers, which you build from the batch-shifted ones: `Q_ptr + h * stride_qh` and
 # `DO_ptr + h * stride_doh` (strided like q), `LSE_ptr + h * N` and `Delta_ptr + h * N` (both
-# `[B, Hq, N]`, contiguous). Every head adds into the same registers; the store after the loop
-# writes the sum, once.
+# `[B, Hq, N]`, contiguous), with `h` cast to int64 first (`.to(tl.int64)`, as the code above does
+# for `b`: in int32, `h * stride_qh` overflows once one batch element of `q` holds 2^31
+# elements). Every head adds into the same registers; the store after the loop writes the sum, once.
 
 # %% solution="p8_dkdv_group" export=true
 @triton.jit(do_not_specialize=["N_KV_HEADS"])
@@ -571,11 +572,11 @@ autograder.check_backward(8, flash_attention_forward, cases=[
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# **The autograd contract (1 point)**: gradients flow only to the inputs that ask for them, the
-# output requires grad exactly when an input does, a second backward through the same graph
-# is refused (or works), `dO` may be non-contiguous, and gradients arrive with their input's shape
-# and dtype. All of this comes from `torch.autograd.Function` when `backward` returns one tensor
-# per differentiable input.
+# **The autograd contract (1 point)**: the output requires grad exactly when an input does (not
+# under `torch.no_grad()`), gradients flow only to the inputs that ask for them (here only `k`),
+# `dO` may be non-contiguous, and a second forward + backward adds into `k.grad`. All of this comes
+# from `torch.autograd.Function` when `backward` returns one tensor per input of `forward` and
+# addresses `dO` with its own strides.
 
 # %% tests="p8_autograd" points=1
 autograder.backward.check_autograd_contract(8, flash_attention_forward)
