@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import device, problems, record
+from .bench import gpu_ms
 from .backward import GRAD_TOLERANCES, _close, make_inputs, reference_grads
 from .cases import Case
 from .check import CheckFailed, NotImplementedYet, _not_implemented, check
@@ -204,7 +205,6 @@ def _verdict(report: SkippingReport, verbose: bool) -> SkippingReport:
 def _timed(fn, q, k, v, kwargs) -> float:
     """Milliseconds per call (bench.gpu_ms: the kernels, not the CPU's launch overhead, which would flatten
     the growth of a small case). Recorded as one number when grading: a replay has nothing to time."""
-    from .bench import gpu_ms
     key = ("gpu_ms", tuple(q.shape), tuple(k.shape), str(q.dtype))      # the inputs are seeded: shapes say which
     return record.call(lambda: gpu_ms(lambda: fn(q, k, v, **kwargs)), key, kwargs)
 
@@ -345,7 +345,6 @@ def check_backward_tile_skipping(fn, problem: int = 9, verbose: bool = True) -> 
 
 
 def _gpu_backward_scaling(fn) -> SkippingReport:
-    from .bench import gpu_ms
     W = 1024
     sizes = (8192, 16384)
     times = []

@@ -648,8 +648,9 @@ class FlashAttention(torch.autograd.Function):
         n_chunks = triton.cdiv(N, chunk)
         n_extra = n_blocks * n_chunks
         n_bh = B * Hkv
+        sink_rows = triton.cdiv(sinks, bn) * bn              # the key rows of the tiles holding sinks
         # float32 partials, every slot written: the sink tiles' window phases, the sink-phase chunks
-        window_parts = torch.empty((2, triton.cdiv(sinks, bn) * n_bh * bn * D if n_extra else 1),
+        window_parts = torch.empty((2, sink_rows * n_bh * D if n_extra else 1),
                                    device=q.device, dtype=torch.float32)
         sink_parts = torch.empty((2, max(n_extra * n_bh * sink_block * D, 1)), device=q.device, dtype=torch.float32)
         _attn_bwd_dkdv[((triton.cdiv(N, bn) + n_extra) * n_bh,)](
@@ -659,7 +660,7 @@ class FlashAttention(torch.autograd.Function):
             BLOCK_M=bm, BLOCK_N=bn, SINK_BLOCK=sink_block, **common)
         if n_extra:
             # (one chunk at a time on the CPU: in the small cases the loop then takes several steps)
-            _attn_bwd_sink_sum[(triton.cdiv(sinks, bn) * bn * n_bh,)](
+            _attn_bwd_sink_sum[(sink_rows * n_bh,)](
                 dk, dv, *window_parts, *sink_parts, *dk.stride(), *dv.stride(), N, Hkv, sinks, n_chunks, n_bh,
                 HEAD_DIM=D, BLOCK_N=bn, SINK_BLOCK=sink_block,
                 BLOCK_C=min(triton.next_power_of_2(n_chunks), 32 if q.is_cuda else 1))
