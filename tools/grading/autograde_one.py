@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from ._tools import failure_tool, sandbox_tool
+from .audit import cheat_voids, static_flags
 from .cells import grade_id, is_grade, read_nb
 from .nbgrader_setup import DB_LOCK, nbgrader_config, quiet_traitlets
 from .rebuild import find_submitted_notebook, read_submission, rebuild
 from .replaying import confirm_by_replay, record_direct_calls
 from .results import save_result, submission_digest
 from .sandboxing import choose_sandbox, kill_marked, sandboxed_kernel
-from .score import cell_score, save_autogrades_class
+from .score import cell_score, save_autogrades_class, zero_cells
 
 
 def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_deleted: bool,
@@ -39,6 +40,7 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     release = read_nb(course / "release" / slug / f"{slug}.ipynb")
     nb, notes = rebuild(sub, source, release, restore_deleted=restore_deleted)
     result["notes"] += notes
+    result["flags"] = static_flags(nb)          # for the instructor's review: never a score
     record_direct_calls(nb)
 
     # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it
@@ -96,6 +98,7 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
             result["cells"][grade_id(cell)] = {"score": score, "max": float(cell.metadata["nbgrader"]["points"]),
                                                "why": why}
     confirm_by_replay(course, student, slug, dst_dir / f"{slug}.ipynb", graded, graded_nb, result, cell_timeout)
+    zero_cells(course, student, slug, graded, graded_nb, cheat_voids(nb, result["cells"]), "Voided", result)
     result["seconds"] = round(time.time() - t0, 1)
     save_result(course, result)
     return result

@@ -22,19 +22,59 @@ def _output_text(out) -> str:
     return " ".join(" ".join(str(p) for p in parts).split())
 
 
-def _feedback_preprocessor_class(secret: set, leaked: list):
+# what an output may show in the feedback: every output comes from the student's kernel, so nothing
+# that a browser would run or lay out as markup (text/html, SVG, JavaScript, Markdown, LaTeX)
+SAFE_MIMETYPES = ("text/plain", "image/png", "image/jpeg", "image/gif")
+
+
+def _inert_outputs(outputs) -> list:
+    """The outputs with only SAFE_MIMETYPES left (as plain text when nothing else is); widgets dropped."""
+    import nbformat
+    out = []
+    for o in outputs:
+        data = o.get("data")
+        if data is None:
+            out.append(o)
+            continue
+        if "application/vnd.jupyter.widget-view+json" in data:
+            continue          # progress-bar widgets render as empty boxes in static HTML
+        kept = {k: v for k, v in data.items() if k in SAFE_MIMETYPES}
+        if not kept:
+            raw = next(iter(data.values()), "")
+            kept = {"text/plain": raw if isinstance(raw, str) else "".join(raw) if isinstance(raw, list) else str(raw)}
+        out.append(nbformat.from_dict(dict(o, data=kept)))
+    return out
+
+
+def _as_text(source: str) -> str:
+    """Markdown that shows `source` literally: an indented code block, which no line can leave."""
+    return "*(a cell you added, shown as text)*\n\n" + "\n".join("    " + ln for ln in source.split("\n"))
+
+
+def locked_markdown(course: Path, slug: str) -> dict:
+    """{grade_id: text} of the instructor's markdown cells: the only markdown rendered as such."""
+    return {grade_id(c): c.source for c in read_nb(course / "source" / slug / f"{slug}.ipynb").cells
+            if c.cell_type == "markdown" and grade_id(c)}
+
+
+def _feedback_preprocessor_class(secret: set, leaked: list, trusted_markdown: dict):
     from nbgrader.preprocessors import NbGraderPreprocessor
     secret = {" ".join(ln.split()) for ln in secret}
 
     class HideTests(NbGraderPreprocessor):
         """Graded cells: hidden test code removed; errors cut to `Name: message` (no code context).
-        Any cell: an output that shows a hidden test line (printed from `In`, a frame, a file) is replaced."""
+        Any cell: an output that shows a hidden test line (printed from `In`, a frame, a file) is replaced.
+        Student text is data: outputs keep plain text and images only, and markdown that is not the
+        instructor's is shown as text, so a printed `<script>` or a fake score box stays text."""
 
         def preprocess_cell(self, cell, resources, index):
+            if cell.cell_type == "raw" or \
+                    (cell.cell_type == "markdown" and trusted_markdown.get(grade_id(cell)) != cell.source):
+                cell.cell_type, cell.source, cell.attachments = "markdown", _as_text(cell.source), {}
+                cell.metadata.pop("format", None)
+                cell.metadata.pop("raw_mimetype", None)
             if cell.cell_type == "code":
-                # progress-bar widgets render as empty boxes in static HTML
-                cell.outputs = [o for o in cell.get("outputs", []) if o.output_type != "display_data"
-                                or "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+                cell.outputs = _inert_outputs(cell.get("outputs", []))
                 import nbformat
                 for i, out in enumerate(cell.outputs):
                     text = _output_text(out)
@@ -76,7 +116,8 @@ def cmd_feedback(args) -> int:
         leaked: list = []
         cfg = nbgrader_config(course)
         cfg.GenerateFeedback.force = True
-        cfg.GenerateFeedback.preprocessors = [_feedback_preprocessor_class(secrets_by_slug.get(slug, set()), leaked),
+        cfg.GenerateFeedback.preprocessors = [_feedback_preprocessor_class(secrets_by_slug.get(slug, set()), leaked,
+                                                                          locked_markdown(course, slug)),
                                               GetGrades, CSSHTMLHeaderPreprocessor]
         coursedir = CourseDirectory(config=cfg)
         coursedir.assignment_id = slug

@@ -11,8 +11,8 @@ from pathlib import Path
 from . import REPO
 from ._tools import course_format, replay_tool
 from .cells import grade_id, is_grade
-from .nbgrader_setup import DB_LOCK
 from .sandboxing import KERNEL_ENV
+from .score import zero_cells
 
 
 # a hidden region: the feedback strips it, so the student sees the test cell as released
@@ -36,9 +36,6 @@ def record_direct_calls(nb):
 def confirm_by_replay(course, student, slug, rebuilt: Path, graded: Path, graded_nb, result, cell_timeout):
     """Replay the graded cells on the recorded calls (tools/replay.py, a process without student code);
     a cell that passed in the kernel but not in the replay scores 0, in the result, gradebook and notebook."""
-    import nbformat
-    from nbgrader.api import Gradebook
-
     passed = [gid for gid, c in result["cells"].items() if c["score"] > 0]
     if not passed:
         return
@@ -60,18 +57,5 @@ def confirm_by_replay(course, student, slug, rebuilt: Path, graded: Path, graded
         result["cells"][gid]["replayed"] = bool(v["ok"])
         if not v["ok"]:
             failed[gid] = f"not confirmed when the grader replayed the recorded calls: {v['why']}"
-            result["cells"][gid].update(score=0.0, why=failed[gid])
     shutil.rmtree(records, ignore_errors=True)      # outputs of every call: large, and no longer needed
-    if not failed:
-        return
-    for cell in graded_nb.cells:
-        if grade_id(cell) in failed:
-            cell.outputs.append(nbformat.v4.new_output("error", ename="NotConfirmed", evalue=failed[grade_id(cell)],
-                                                       traceback=[f"NotConfirmed: {failed[grade_id(cell)]}"]))
-    nbformat.write(graded_nb, str(graded))
-    with DB_LOCK, Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for gid in failed:
-            grade = gb.find_grade(gid, slug, slug, student)
-            grade.auto_score = 0.0
-            grade.manual_score = None
-        gb.db.commit()
+    zero_cells(course, student, slug, graded, graded_nb, failed, "NotConfirmed", result)

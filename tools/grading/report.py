@@ -5,6 +5,7 @@ import csv
 import sys
 from pathlib import Path
 
+from .audit import format_flag, inert, quoted
 from .course import require_course, submissions
 from .results import load_result
 
@@ -55,14 +56,16 @@ def cmd_export(args) -> int:
     cells_csv = to.with_name(to.stem + "_cells.csv")
     with open(to, "w", newline="") as f, open(cells_csv, "w", newline="") as g:
         total, cells = csv.writer(f), csv.writer(g)
-        total.writerow(["student_id", "assignment", "score", "max_score", "status", "reason"])
+        total.writerow(["student_id", "assignment", "score", "max_score", "status", "reason", "flagged_for_review"])
         cells.writerow(["student_id", "assignment", "cell", "score", "max_score", "why"])
         for (student, slug), r in sorted(results.items()):
             got = sum(c["score"] for c in r["cells"].values())
             top = sum(c["max"] for c in r["cells"].values())
-            total.writerow([student, slug, f"{got:g}", f"{top:g}", r.get("status", ""), r.get("reason", "")])
+            flags = "; ".join(format_flag(f) for f in r.get("flags", []))
+            total.writerow([student, slug, f"{got:g}", f"{top:g}", r.get("status", ""), inert(r.get("reason", "")),
+                            flags])
             for gid, c in sorted(r["cells"].items()):
-                cells.writerow([student, slug, gid, f"{c['score']:g}", f"{c['max']:g}", c.get("why", "")])
+                cells.writerow([student, slug, gid, f"{c['score']:g}", f"{c['max']:g}", inert(c.get("why", ""))])
     for m in gradebook_mismatches(course, results):
         print(f"grade: WARNING: {m} (the CSV uses the signed autograde result)", file=sys.stderr)
     print(f"wrote {to} and {cells_csv} ({len(results)} graded submission(s))")
@@ -76,7 +79,7 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
     short = {s: s.split("_", 1)[0] for s in slugs}
     head = f"{'student':16s}" + "".join(f"{short[s]:>10s}" for s in slugs) + f"{'total':>10s}"
     lines = [head, "-" * len(head)]
-    failures = []
+    failures, flagged = [], []
     for p in people:
         row, got_all, top_all = f"{p:16s}", 0.0, 0.0
         for s in slugs:
@@ -89,20 +92,25 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
             top = sum(c["max"] for c in cells.values())
             got_all, top_all = got_all + got, top_all + top
             row += f"{got:g}/{top:g}".rjust(10)
+            # reasons and notes carry text from the student's process: quoted, one line each
             if res.get("status") in ("zero", "tampered"):
-                failures.append(f"{p} {s}: 0 points: {res.get('reason')}")
+                failures.append(f"{p} {s}: 0 points: {quoted(res.get('reason'))}")
             else:
                 for gid, c in sorted(cells.items()):
                     if c["score"] < c["max"]:
-                        failures.append(f"{p} {s} {gid} ({c['score']:g}/{c['max']:g}): {c.get('why', '')}")
+                        failures.append(f"{p} {s} {gid} ({c['score']:g}/{c['max']:g}): {quoted(c.get('why', ''))}")
             for n in res.get("notes", []):
                 if "recognised by" not in n:
-                    failures.append(f"{p} {s}: note: {n}")
+                    failures.append(f"{p} {s}: note: {quoted(n)}")
+            flagged += [f"{p} {s} {format_flag(f)}: {quoted(f['code'], 120)}" for f in res.get("flags", [])]
         lines.append(row + f"{got_all:g}/{top_all:g}".rjust(10))
     if not people:
         lines.append("(no graded submissions yet: run `python tools/grade.py autograde`)")
     if failures:
         lines += ["", "failed graded cells and notes:"] + ["  " + f for f in failures]
+    if flagged:
+        lines += ["", "flagged for review (constructs in the students' own cells worth a look; not scored):"] \
+            + ["  " + f for f in flagged]
     mismatches = gradebook_mismatches(course, results)
     if mismatches:
         lines += ["", "the gradebook differs from the signed autograde results (changed outside the grader; "

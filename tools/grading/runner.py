@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import GRADE_SCRIPT, REPO
 from ._tools import sandbox_tool
+from .audit import quoted
 from .autograde_one import finish_zero
 from .course import require_course, submissions
 from .results import load_result, save_result, submission_digest
@@ -88,7 +89,7 @@ def cmd_autograde(args) -> int:
         r = run_one(course, student, slug, args)
         got = sum(c["score"] for c in r["cells"].values())
         top = sum(c["max"] for c in r["cells"].values())
-        extra = f"  ({r['reason']})" if r["status"] != "graded" else ""
+        extra = f"  ({quoted(r['reason'], 200)})" if r["status"] != "graded" else ""
         print(f"  {student:16s} {slug:28s} {got:5g}/{top:<4g} {r['seconds']:7.1f} s{extra}", flush=True)
         return r
     t0 = time.time()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ._tools import failure_tool
+from .cells import grade_id
 
 
 def cell_score(cell):
@@ -34,6 +35,30 @@ def error_line(out) -> str:
     why = failure_tool.Failure.parse(str(out.get("evalue", ""))).summary()
     text = f"{out.get('ename', 'Error')}: {why}" if why else str(out.get("ename", "Error"))
     return failure_tool.cut(text, 300)
+
+
+def zero_cells(course, student, slug, graded, graded_nb, reasons: dict, ename: str, result):
+    """Graded cells `reasons` ({grade_id: why}) score 0: in the result, in the autograded notebook (an error
+    output, which the feedback shows) and in the gradebook."""
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    from .nbgrader_setup import DB_LOCK
+    if not reasons:
+        return
+    for gid, why in reasons.items():
+        result["cells"][gid].update(score=0.0, why=why)
+    for cell in graded_nb.cells:
+        why = reasons.get(grade_id(cell))
+        if why:
+            cell.outputs.append(nbformat.v4.new_output("error", ename=ename, evalue=why, traceback=[f"{ename}: {why}"]))
+    nbformat.write(graded_nb, str(graded))
+    with DB_LOCK, Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for gid in reasons:
+            grade = gb.find_grade(gid, slug, slug, student)
+            grade.auto_score = 0.0
+            grade.manual_score = None
+        gb.db.commit()
 
 
 def save_autogrades_class():
