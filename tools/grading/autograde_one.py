@@ -10,7 +10,7 @@ from ._tools import failure_tool, sandbox_tool
 from .audit import cheat_voids, static_flags
 from .cells import grade_id, is_grade, read_nb
 from .nbgrader_setup import DB_LOCK, nbgrader_config, quiet_traitlets
-from .rebuild import find_submitted_notebook, read_submission, rebuild
+from .rebuild import copy_submission, find_submitted_notebook, read_submission, rebuild
 from .replaying import confirm_by_replay, record_direct_calls
 from .results import save_result, submission_digest
 from .sandboxing import choose_sandbox, kill_marked, sandboxed_kernel
@@ -29,6 +29,12 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     result = {"student": student, "assignment": slug, "status": "graded", "reason": "", "notes": [],
               "submission_sha256": submission_digest(course, student, slug),
               "run": os.environ.get(sandbox_tool.MARKER, "")}
+    # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it;
+    # links and special files are dropped here, before anything reads them
+    dst_dir = course / "rebuilt" / student / slug
+    if dst_dir.exists():
+        shutil.rmtree(dst_dir)
+    result["notes"] += copy_submission(course / "submitted" / student / slug, dst_dir)
     path, note = find_submitted_notebook(course, student, slug)
     if note:
         result["notes"].append(note)
@@ -43,12 +49,6 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     result["flags"] = static_flags(nb)          # for the instructor's review: never a score
     record_direct_calls(nb)
 
-    # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it
-    src_dir = course / "submitted" / student / slug
-    dst_dir = course / "rebuilt" / student / slug
-    if dst_dir.exists():
-        shutil.rmtree(dst_dir)
-    shutil.copytree(src_dir, dst_dir, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     nbformat.write(nb, str(dst_dir / f"{slug}.ipynb"))
 
     quiet_traitlets()
@@ -110,6 +110,9 @@ def finish_zero(course, student, slug, reason, result, t0, rebuilt=None):
     from nbgrader.api import Gradebook
 
     result.update(status="zero", reason=reason)
+    ran = course / "rebuilt" / student / slug / f"{slug}.ipynb"
+    if "flags" not in result and ran.is_file() and not ran.is_symlink():   # the grading process died after rebuilding
+        result["flags"] = static_flags(read_nb(ran))
     source = read_nb(course / "source" / slug / f"{slug}.ipynb")
     nb = rebuilt if rebuilt is not None else source
     for cell in nb.cells:
