@@ -401,4 +401,93 @@ def test_hostile_submissions(tmp_path):
     assert rc == 2 and "not a readable nbgrader gradebook" in out and "Traceback" not in out, out
     assert {p: p.read_bytes() for p in (course / "results").rglob("*.json")} == before
     rc, out = _run(course, "summary")
-    assert rc == 0 and "could not be read" in out, out
+    assert rc == 2 and "not a readable nbgrader gradebook" in out and "Traceback" not in out, out
+    assert {p: p.read_bytes() for p in (course / "results").rglob("*.json")} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# submission folders: links, odd names, notebooks that never finish; every student gets feedback
+
+@pytest.mark.skipif(not _have(P3), reason="Problem 3 is not built yet")
+def test_hostile_names_links_and_feedback(tmp_path):
+    course = tmp_path / "course"
+    grade(course, "release", "--no-build", "-a", P3)
+    submit(course, "-dash", P3, solved(course, P3))                 # a name argparse took for an option
+    for student in ("trail ", "*"):                                  # nbgrader strips / globs these names
+        submit(course, student, P3, solved(course, P3))
+    linker = release(course, P3)
+    linker.cells.insert(2, nbformat.v4.new_code_cell("import os\nprint('REF PRESENT', os.path.exists('ref.py'))"))
+    submit(course, "linker", P3, linker)
+    d = course / "submitted" / "linker" / P3
+    (d / "ref.py").symlink_to(Path("../../../..") / "solutions" / f"{P3}.py")   # as a student would write it
+    d = course / "submitted" / "nblink" / P3                        # the notebook: a link to the source
+    d.mkdir(parents=True)
+    (d / f"{P3}.ipynb").symlink_to(course / "source" / P3 / f"{P3}.ipynb")
+    keyer = release(course, P3)
+    keyer.cells.append(nbformat.v4.new_code_cell(LEAKER))
+    submit(course, "keyer", P3, keyer)
+    d = course / "submitted" / "keyer" / P3
+    (d / "key.txt").symlink_to(Path("../../../.grading-key"))
+    (d / "notes.txt").write_text("my own file\n")
+    d = course / "submitted" / "badjson" / P3
+    d.mkdir(parents=True)
+    (d / f"{P3}.ipynb").write_text('{"cells": [')
+    exiter = release(course, P3)
+    exiter.cells.insert(2, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    submit(course, "exiter", P3, exiter)
+
+    rc, out = _run(course, "autograde", "--jobs", "2", "--cell-timeout", "120")
+    assert rc == 1, out                                              # refused folders: the others are graded
+    assert "'trail '" in out and "rename it to 'trail'" in out and "'*'" in out, out
+    assert "SAWarning" not in out and "expected one argument" not in out, out
+    assert not (course / "jails" / "*").exists() and not (course / "results" / "*").exists()
+    hang = release(course, P3)                                       # each cell under the cell limit, not all
+    for _ in range(8):
+        hang.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(4)"))
+    submit(course, "hang", P3, hang)
+    out = grade(course, "autograde", "-s", "hang", "--cell-timeout", "5", "--timeout", "20", timeout=120)
+    assert "20 s limit" in out, out
+
+    grade(course, "export")
+    s = scores(course)
+    assert s[("-dash", P3)] == {k: float(v) for k, v in P3_POINTS.items()}
+    for student in ("linker", "nblink", "keyer", "badjson", "exiter", "hang"):
+        assert s[(student, P3)] == {k: 0.0 for k in P3_POINTS}, student
+    assert {st for st, _ in s} == {"-dash", "linker", "nblink", "keyer", "badjson", "exiter", "hang"}
+    notes = {st: json.loads((course / "results" / st / f"{P3}.json").read_text()) for st, _ in s}
+    assert "dropped 'ref.py': a symbolic link (not read)" in notes["linker"]["notes"]
+    assert "REF PRESENT False" in _outputs(course, "linker", P3)
+    assert notes["nblink"]["reason"] == "no notebook submitted", notes["nblink"]
+    assert f"dropped '{P3}.ipynb': a symbolic link (not read)" in notes["nblink"]["notes"]
+    assert "dropped 'key.txt': a symbolic link (not read)" in notes["keyer"]["notes"]
+    assert "not a notebook" in notes["badjson"]["reason"] and "kernel died" in notes["exiter"]["reason"]
+
+    # feedback: every graded student, the HTML only, never the key or a solution, the zero's reason shown
+    rc, out = _run(course, "feedback")
+    assert rc == 1 and "'trail '" in out and "Traceback" not in out and "SAWarning" not in out, out
+    key = (course / ".grading-key").read_text().strip()
+    files = [p for p in (course / "feedback").rglob("*") if not p.is_dir()]
+    assert all(p.suffix == ".html" and not p.is_symlink() for p in files), files
+    assert sorted(p.parent.parent.name for p in files) == sorted(st for st, _ in s)
+    for f in files:
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", f.read_text())).split())
+        assert key not in text and "BEGIN SOLUTION" not in text, f
+        if f.parent.parent.name == "hang":
+            assert "the notebook ran longer than the 20 s limit and was stopped" in text
+    summary = grade(course, "summary")
+    assert "'trail '" in summary and "'*'" in summary and "dropped 'ref.py'" in summary, summary
+    assert "printed hidden test code" in summary
+    grade(course, "autograde", "-s", "keyer", "--force", "--cell-timeout", "60")
+    assert "printed hidden test code" in grade(course, "summary")     # kept until feedback runs again
+
+    # the command line: a limit of 0 or less, a CSV into a missing folder, a corrupt gradebook: exit 2, one line
+    for args in (("autograde", "--cell-timeout", "-5"), ("autograde", "--timeout", "0"), ("all", "--jobs", "0"),
+                 ("export", "--to", str(tmp_path / "missing" / "grades.csv"))):
+        rc, out = _run(course, *args)
+        assert rc == 2 and len(out.strip().splitlines()) == 1 and "Traceback" not in out, (args, out)
+    before = {p: p.read_bytes() for p in (course / "results").rglob("*.json")}
+    (course / "gradebook.db").write_bytes(b"not a database")
+    for cmd in ("export", "summary"):
+        rc, out = _run(course, cmd)
+        assert rc == 2 and "not a readable nbgrader gradebook" in out and len(out.strip().splitlines()) == 1, out
+    assert {p: p.read_bytes() for p in (course / "results").rglob("*.json")} == before

@@ -358,3 +358,144 @@ def test_find_slugs_takes_folders_holding_their_own_file(tmp_path):
 def test_markers_are_what_the_built_notebooks_use(marker):
     built = [p for p in (REPO / "notebooks").glob("*/*.py")]
     assert any(marker in p.read_text(encoding="utf-8") for p in built), marker
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile submission folders: links, special files, odd names; the command line's limits
+
+from grading.course import UsageError, name_problem, refused, submissions  # noqa: E402
+from grading.rebuild import copy_submission, find_submitted_notebook, read_submission  # noqa: E402
+from grading.results import keep_feedback_notes  # noqa: E402
+
+
+def _hostile_folder(tmp_path):
+    """A submission holding links to a secret file and folder, a fifo, a nested file and a notebook link."""
+    import os
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "answers.py").write_text("SECRET = 42\n")
+    d = _submit(tmp_path / "course", {"p9_demo.ipynb": b"{}", "data/input.txt": b"1 2 3"})
+    (d / "ref.py").symlink_to(secret / "answers.py")
+    (d / "data" / "deep.py").symlink_to(secret / "answers.py")
+    (d / "stolen").symlink_to(secret)
+    os.mkfifo(d / "pipe")
+    return d, secret
+
+
+def test_copy_submission_drops_links_and_special_files(tmp_path):
+    d, _ = _hostile_folder(tmp_path)
+    out = tmp_path / "rebuilt"
+    notes = copy_submission(d, out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["data", "data/input.txt"]
+    assert (out / "data" / "input.txt").read_bytes() == b"1 2 3"
+    assert not any(p.is_symlink() for p in out.rglob("*"))
+    text = "\n".join(notes)
+    for name in ("'ref.py'", "'data/deep.py'", "'stolen'"):
+        assert f"dropped {name}: a symbolic link" in text, notes
+    assert "dropped 'pipe': not a regular file" in text
+
+
+def test_a_linked_notebook_is_not_read(tmp_path):
+    d, secret = _hostile_folder(tmp_path)
+    source = secret / "source.ipynb"
+    nbformat.write(notebooks()[0], str(source))
+    (d / "p9_demo.ipynb").unlink()
+    (d / "p9_demo.ipynb").symlink_to(source)
+    course = d.parents[2]
+    assert find_submitted_notebook(course, "ada", "p9_demo") == (None, "no notebook submitted")
+    assert read_submission(d / "p9_demo.ipynb") is None          # even when asked directly
+    (d / "mine.ipynb").write_text(nbformat.writes(submitted()))
+    path, note = find_submitted_notebook(course, "ada", "p9_demo")
+    assert path == d / "mine.ipynb" and read_submission(path) is not None
+
+
+def test_submission_checksum_does_not_follow_links(tmp_path):
+    d, secret = _hostile_folder(tmp_path)
+    course = d.parents[2]
+    before = submission_digest(course, "ada", "p9_demo")
+    (secret / "answers.py").write_text("SECRET = 43\n")            # what a link points at changes: no regrade
+    (secret / "more.py").write_text("")
+    assert submission_digest(course, "ada", "p9_demo") == before
+    (d / "ref.py").unlink()
+    (d / "ref.py").symlink_to(secret / "more.py")                   # the link itself changes: graded again
+    assert submission_digest(course, "ada", "p9_demo") != before
+
+
+@pytest.mark.parametrize("name, ok", [("ada", True), ("-dash", True), ("Ada Lovelace", True), ("élodie", True),
+                                      ("trail ", False), (" lead", False), ("*", False), ("a?b", False),
+                                      ("[x]", False), (".hidden", False), ("tab\there", False)])
+def test_student_names_nbgrader_cannot_take_are_refused_with_a_rename_hint(name, ok):
+    why = name_problem(name)
+    assert (why is None) == ok, why
+    if not ok:
+        assert "rename" in why
+
+
+def test_odd_names_and_linked_folders_are_refused_not_graded(tmp_path):
+    course = tmp_path / "course"
+    (course / "source" / "p9_demo").mkdir(parents=True)
+    nbformat.write(notebooks()[0], str(course / "source" / "p9_demo" / "p9_demo.ipynb"))
+    for student in ("ada", "-dash", "trail ", "*"):
+        d = course / "submitted" / student / "p9_demo"
+        d.mkdir(parents=True)
+        (d / "p9_demo.ipynb").write_text("{}")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "p9_demo").mkdir(parents=True)
+    (course / "submitted" / "linked").symlink_to(elsewhere)                       # a student folder that is a link
+    (course / "submitted" / "bob").mkdir()
+    (course / "submitted" / "bob" / "p9_demo").symlink_to(elsewhere / "p9_demo")  # an assignment folder that is one
+    assert submissions(course, None, None) == [("-dash", "p9_demo"), ("ada", "p9_demo")]
+    lines = refused(course)
+    assert len(lines) == 4, lines
+    assert any("'*'" in ln and "rename" in ln for ln in lines)
+    assert any("'trail '" in ln and "rename it to 'trail'" in ln for ln in lines)
+    assert any("'linked'" in ln and "symbolic link" in ln for ln in lines)
+    assert any("'bob'/'p9_demo'" in ln and "symbolic link" in ln for ln in lines)
+    assert refused(course, students=["ada"]) == []
+    with pytest.raises(UsageError):
+        submissions(course, None, ["nobody"])
+
+
+def test_grading_again_keeps_the_notes_feedback_added(tmp_path):
+    old = dict(_result(), submission_sha256="abc", notes=["printed hidden test code (p9_x): removed from the feedback",
+                                                          "p9_add_one: recognised by text"])
+    new = dict(_result(), submission_sha256="abc", notes=[])
+    keep_feedback_notes(old, new)
+    assert new["notes"] == ["printed hidden test code (p9_x): removed from the feedback"]
+    changed = dict(_result(), submission_sha256="def", notes=[])
+    keep_feedback_notes(old, changed)                              # a new submission earns its own flags
+    assert changed["notes"] == []
+
+
+def test_feedback_folder_keeps_only_the_html(tmp_path):
+    from grading.feedback import _keep_only_html
+    d, secret = _hostile_folder(tmp_path)
+    (d / "p9_demo.html").write_text("<html></html>")
+    (d / "key.txt").symlink_to(secret / "answers.py")
+    _keep_only_html(d)
+    assert [p.name for p in d.iterdir()] == ["p9_demo.html"]
+    assert (secret / "answers.py").is_file()                      # a link is removed, never what it points at
+
+
+def _cli(tmp_path, capsys, *argv):
+    from grading.cli import main
+    rc = main([argv[0], "--course", str(tmp_path), *argv[1:]])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+@pytest.mark.parametrize("argv", [("autograde", "--cell-timeout", "-5"), ("autograde", "--timeout", "0"),
+                                  ("all", "--jobs", "0"), ("export", "--to", "no/such/dir/grades.csv")])
+def test_command_line_limits_and_paths_are_checked_before_any_work(tmp_path, capsys, argv):
+    rc, err = _cli(tmp_path, capsys, *argv)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["export", "summary"])
+def test_export_and_summary_refuse_a_corrupt_gradebook(tmp_path, capsys, command):
+    (tmp_path / "source").mkdir()
+    (tmp_path / "gradebook.db").write_bytes(b"not a database")
+    rc, err = _cli(tmp_path, capsys, command)
+    assert rc == 2 and "not a readable nbgrader gradebook" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "grades.csv").exists()

@@ -66,7 +66,6 @@ def _launch(tmp_path, mode, gpu=False):
         env["PROBE_GPU"] = "1"
     plan = {"mode": mode, "jail": str(jail), "marker": "test-marker",
             "expose": [str(REPO / "autograder"), sys.prefix, sys.base_prefix],
-            "hide": [str(REPO), str(course), str(tmp_path), "/root", str(Path.home()), "/tmp"],
             "env": {k: v for k, v in env.items() if k != "SECRET_TOKEN"},
             "kernel_argv": [sys.executable, "-c", INSIDE]}
     plan_path = tmp_path / "plan.json"
@@ -95,7 +94,7 @@ def test_namespace_sandbox_hides_answers_and_kills_detached_children(tmp_path):
     assert "SECRET_TOKEN" not in report["env"] and "PYTHONPATH" not in report["env"]
     assert report["cwd"].endswith("jails/s/p")
     import os
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not sandbox._in_user_namespace():     # root in a user namespace keeps its uid
         assert report["uid"] == sandbox.NOBODY
     assert stopped, "a setsid child outlived the sandboxed process"
 
@@ -116,3 +115,164 @@ def test_no_sandbox_mode_still_cleans_environment(tmp_path):
 def test_namespace_sandbox_runs_triton_on_the_gpu(tmp_path):
     report, *_, stopped = _launch(tmp_path, "namespace", gpu=True)
     assert report["gpu"] == 48.0 and stopped
+
+
+# ---------------------------------------------------------------------------------------------
+# the allowlist: nothing of the host that the plan does not name, and nothing that outlives a kernel
+
+PROBE = r"""
+import json, os, sys
+probe = json.loads(os.environ["PROBE"])
+report = {"top": sorted(os.listdir("/")), "sees": [p for p in probe["planted"] if os.path.lexists(p)],
+          "seen_before": [p for p in probe["mine"] if os.path.lexists(p)], "wrote": [], "refused": []}
+for p in probe["mine"] + probe["forbidden"]:
+    try:
+        with open(p, "w") as f:
+            f.write("x")
+        report["wrote"].append(p)
+    except OSError:
+        report["refused"].append(p)
+import torch
+report["torch"] = float(torch.ones(3).sum())
+open("report.json", "w").write(json.dumps(report))
+"""
+
+
+def _world_writable(seconds=20.0) -> list[str]:
+    """Every world-writable directory of the host (not /proc, /sys), walked for at most `seconds`."""
+    import os
+    import stat
+    found, t0 = [], time.time()
+    for dirpath, dirnames, _ in os.walk("/"):
+        if time.time() - t0 > seconds:
+            break
+        if dirpath == "/":
+            dirnames[:] = [d for d in dirnames if d not in ("proc", "sys")]
+        for name in list(dirnames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o002 and os.access(path, os.W_OK):
+                found.append(path)
+    return found
+
+
+def _run_plan(tmp_path, name, plan):
+    plan_path = tmp_path / f"{name}.json"
+    plan_path.write_text(json.dumps(plan))
+    conn = tmp_path / "conn.json"
+    conn.write_text("{}")
+    with open(tmp_path / f"{name}.log", "w") as f:
+        proc = subprocess.run([sys.executable, "-I", str(REPO / "tools" / "sandbox.py"), "kernel", str(plan_path),
+                               str(conn)], stdout=f, stderr=f, timeout=300)
+    return proc.returncode, (tmp_path / f"{name}.log").read_text(), plan_path
+
+
+@pytest.mark.skipif(not ISOLATED, reason=f"no Linux namespaces here: {WHY}")
+def test_namespace_sandbox_is_an_allowlist(tmp_path):
+    """A copy of the course at a path nobody thought to hide, and a marker in every world-writable
+    directory of the host: the sandboxed process sees none of them, writes only in its jail and its
+    private scratch places, and what it writes there reaches neither the host nor the next sandbox."""
+    import os
+    import secrets
+    import shutil
+    from grading.sandboxing import covered_paths, exposed_paths
+
+    token = f"fa-course-test-{secrets.token_hex(6)}"
+    planted = []
+    for top in ("/srv", "/opt"):
+        try:
+            shutil.copytree(REPO / "solutions", Path(top) / token / "course" / "solutions")
+            planted.append(str(Path(top) / token / "course" / "solutions"))
+        except OSError:
+            pass
+    scratch = ["/tmp", "/var/tmp", "/run/lock", "/var/lock", "/dev/shm"]
+    writable = sorted(set(_world_writable()) | {p for p in scratch if os.path.isdir(p)})
+    for d in writable:
+        try:
+            Path(d, token).write_text("left by another process")
+            planted.append(str(Path(d, token)))
+        except OSError:
+            pass
+    mine = [f"{p}/{token}.mine" for p in scratch]
+    try:
+        assert len(planted) >= 4, planted
+        exposed = exposed_paths()
+        runs = []
+        for n in range(2):
+            jail = tmp_path / f"jail{n}"
+            jail.mkdir()
+            forbidden = ["/usr/" + token, "/etc/" + token, "/" + token, str(REPO / "autograder" / token),
+                         sys.prefix + "/" + token, str(tmp_path / token)]
+            plan = {"mode": "namespace", "jail": str(jail), "marker": f"{token}-{n}", "expose": exposed,
+                    "cover": covered_paths(exposed), "memory_limit": 0,
+                    "env": {"PATH": "/usr/bin:/bin", "PROBE": json.dumps(
+                        {"planted": planted, "mine": mine + [str(jail / "mine.txt")], "forbidden": forbidden})},
+                    "kernel_argv": [sys.executable, "-c", PROBE]}
+            rc, log, _ = _run_plan(tmp_path, f"plan{n}", plan)
+            assert rc == 0, log
+            runs.append(json.loads((jail / "report.json").read_text()))
+            for p in mine:        # nothing the sandbox wrote in its scratch places is on the host
+                assert not os.path.lexists(p), p
+        first, second = runs
+        assert first["sees"] == [] and second["sees"] == [], (first["sees"], second["sees"])
+        assert second["seen_before"] == [], second["seen_before"]     # not even the previous sandbox's files
+        assert sorted(first["wrote"]) == sorted(mine + [str(tmp_path / "jail0" / "mine.txt")]), first
+        assert all(p in first["refused"] for p in forbidden[:-1])
+        allowed = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "sys", "tmp",
+                   "var", "run"} | {Path(p).parts[1] for p in exposed + [str(tmp_path)]}
+        assert set(first["top"]) <= allowed, set(first["top"]) - allowed
+        assert first["torch"] == 3.0
+    finally:
+        for p in planted:
+            path = Path(p)
+            if path.is_dir():
+                shutil.rmtree(path.parent.parent, ignore_errors=True)      # /srv/<token>
+            else:
+                path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory cap
+
+ALLOCATE = r"""
+import sys
+b = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(b), 4096):      # touch every page: untouched pages cost nothing
+    b[i] = 1
+open("done.txt", "w").write("ok")
+"""
+
+
+@pytest.mark.parametrize("how", ["cgroup", "rlimit"])
+def test_memory_cap_stops_a_kernel_that_allocates_too_much(tmp_path, how):
+    from grading.sandboxing import memory_error, memory_exceeded, memory_state, release_memory
+    mode = "namespace" if ISOLATED else "none"
+    results = {}
+    for name, mib in (("over", 2048), ("under", 32)):
+        jail = tmp_path / name
+        jail.mkdir()
+        plan = {"mode": mode, "jail": str(jail), "marker": f"memtest-{how}-{name}-{time.time_ns()}",
+                "expose": [str(REPO / "autograder"), sys.prefix, sys.base_prefix], "memory_limit": 256 << 20,
+                "cgroup": how == "cgroup", "gpu": False, "env": {"PATH": "/usr/bin:/bin"},
+                "kernel_argv": [sys.executable, "-c", ALLOCATE, str(mib)]}
+        rc, log, plan_path = _run_plan(tmp_path, name, plan)
+        state = memory_state(plan_path)
+        if how == "cgroup" and not state.get("how", "").startswith("cgroup"):
+            pytest.skip(f"no memory cgroup here: {state.get('why') or state}")
+        results[name] = (rc, log, plan_path, state, (jail / "done.txt").exists())
+    rc, log, plan_path, state, done = results["over"]
+    assert rc != 0 and not done, log
+    if how == "cgroup":
+        assert memory_exceeded(plan_path) == "memory limit exceeded (256 MiB)", state
+        release_memory(plan_path)
+        assert not Path(state["cgroup"]).exists()
+    else:
+        assert state["how"] == "rlimit" and "MemoryError" in log, log
+        assert memory_error(plan_path, "MemoryError: ") == "memory limit exceeded (256 MiB)"
+    rc, log, plan_path, state, done = results["under"]
+    assert rc == 0 and done, log
+    assert memory_exceeded(plan_path) == ""
+    release_memory(plan_path)

@@ -13,12 +13,59 @@ from .nbgrader_setup import DB_LOCK, nbgrader_config, quiet_traitlets
 from .rebuild import copy_submission, find_submitted_notebook, read_submission, rebuild
 from .replaying import confirm_by_replay, record_direct_calls
 from .results import save_result, submission_digest
-from .sandboxing import choose_sandbox, kill_marked, sandboxed_kernel
+from .sandboxing import (DEFAULT_MEMORY_LIMIT, choose_sandbox, kill_marked, memory_error, memory_exceeded,
+                         memory_state, parse_size, plan_file, release_memory, sandboxed_kernel)
 from .score import cell_score, save_autogrades_class, zero_cells
+
+# s: the limit of every cell after one that ran past --cell-timeout. A function that loops forever would
+# otherwise cost each later cell that calls it the full limit (20 minutes a notebook with the defaults).
+HUNG_CELL_TIMEOUT = 30
+# s, at most (half the cell limit when that is shorter): how long an interrupted cell has to stop (a
+# kernel inside a long C call sees the interrupt only when it returns) before the kernel is killed
+INTERRUPT_GRACE = 30
+
+
+def cell_name(cell) -> str:
+    return grade_id(cell) or cell.get("id") or "(no id)"
+
+
+def bounded_execute(cell_timeout: int, timeouts: list):
+    """nbgrader's Execute, but a notebook pays the full --cell-timeout once: after a cell timed out, every
+    later cell gets HUNG_CELL_TIMEOUT. A timed-out cell's first error says what happened; `timeouts` gets
+    (cell name, limit) for each, the last one being the cell that did not stop if the notebook failed."""
+    from nbgrader.preprocessors import Execute
+    short = min(cell_timeout, HUNG_CELL_TIMEOUT)
+    grace = max(4, min(INTERRUPT_GRACE, cell_timeout // 2))
+
+    class BoundedExecute(Execute):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.timeout_func = lambda cell: short if timeouts else cell_timeout
+            self.quick_iopub = self.iopub_timeout
+
+        async def _async_handle_timeout(self, timeout, cell=None):
+            name = cell_name(cell) if cell is not None else "?"
+            timeouts.append((name, timeout))
+            text = f"cell {name} ran past the {timeout} s limit and was interrupted"
+            self.error_on_timeout = {"ename": "CellTimeoutError", "evalue": text,
+                                     "traceback": [f"CellTimeoutError: {text}"]}
+            self.iopub_timeout = grace     # how long the interrupted cell has to end
+            return await super()._async_handle_timeout(timeout, cell)
+
+        def preprocess_cell(self, cell, resources, index):
+            before = len(timeouts)
+            try:
+                return super().preprocess_cell(cell, resources, index)
+            finally:
+                self.iopub_timeout = self.quick_iopub
+                if len(timeouts) > before:      # the timeout first: it is the cell's reason, not the
+                    cell.outputs.sort(key=lambda o: o.get("ename") != "CellTimeoutError")  # KeyboardInterrupt
+
+    return BoundedExecute
 
 
 def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_deleted: bool,
-              sandbox: str = "none") -> dict:
+              sandbox: str = "none", memory_limit: int | None = None) -> dict:
     """Rebuild, then nbgrader-autograde one submission; returns the result record (also saved)."""
     import nbformat
     from nbgrader.converters import Autograde
@@ -53,15 +100,18 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
 
     quiet_traitlets()
     cfg = nbgrader_config(course, cell_timeout, submitted="rebuilt")
-    cfg.Execute.kernel_name = sandboxed_kernel(course, student, slug, dst_dir, sandbox, result)
+    if memory_limit is None:
+        memory_limit = parse_size(DEFAULT_MEMORY_LIMIT)
+    cfg.Execute.kernel_name = sandboxed_kernel(course, student, slug, dst_dir, sandbox, result, memory_limit)
     cfg.Autograde.force = True
     cfg.Autograde.create_student = True
     # the rebuilt notebook already holds the source's locked cells (OverwriteCells would also
     # restore a deleted-test placeholder to the real test, handing out its points)
     cfg.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, CheckCellMetadata]
     from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import AssignLatePenalties, Execute, IgnorePattern, LimitOutput
-    cfg.Autograde.autograde_preprocessors = [Execute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+    from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput
+    timeouts = []
+    cfg.Autograde.autograde_preprocessors = [bounded_execute(cell_timeout, timeouts), IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
                                              save_autogrades_class(), AssignLatePenalties, CheckCellMetadata]
     coursedir = CourseDirectory(config=cfg)
     coursedir.assignment_id = slug
@@ -82,19 +132,31 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     except BaseException as exc:   # noqa: BLE001 - NbGraderException, SystemExit
         if not failure:
             failure.append(f"{type(exc).__name__}: {exc}")
+    memory = memory_state(plan_file(course, student, slug))
+    result["memory"] = {k: memory[k] for k in ("how", "limit") if k in memory}
+    if memory.get("warning"):
+        result["notes"].append(memory["warning"])
     graded = course / "autograded" / student / slug / f"{slug}.ipynb"
     if failure or not graded.is_file():
         reason = failure[0] if failure else "nbgrader produced no autograded notebook"
+        oom = memory_exceeded(plan_file(course, student, slug))
         if "DeadKernelError" in reason or "Kernel died" in reason:
-            reason = "the kernel died (crash, segfault or out of memory): " + reason
-        elif "CellTimeoutError" in reason or "TimeoutError" in reason:
-            reason = f"a cell ran past the {cell_timeout} s limit and did not stop when interrupted ({reason})"
+            reason = f"the kernel died: {oom}" if oom else \
+                "the kernel died (crash, segfault or out of memory): " + reason
+        elif timeouts and ("CellTimeoutError" in reason or "TimeoutError" in reason):
+            name, limit = timeouts[-1]
+            reason = f"cell {name} ran past the {limit} s limit and did not stop when interrupted: the kernel " \
+                     f"was stopped ({reason})"
+        elif oom:
+            reason = f"{oom}: {reason}"
         return finish_zero(course, student, slug, reason, result, t0, rebuilt=nb)
     result["cells"] = {}
     graded_nb = read_nb(graded)
     for cell in graded_nb.cells:
         if is_grade(cell):
             score, why = cell_score(cell)
+            oom = memory_error(plan_file(course, student, slug), why) if score == 0 and why else ""
+            why = f"{oom}: {why}" if oom else why
             result["cells"][grade_id(cell)] = {"score": score, "max": float(cell.metadata["nbgrader"]["points"]),
                                                "why": why}
     confirm_by_replay(course, student, slug, dst_dir / f"{slug}.ipynb", graded, graded_nb, result, cell_timeout)
@@ -114,7 +176,11 @@ def finish_zero(course, student, slug, reason, result, t0, rebuilt=None):
     if "flags" not in result and ran.is_file() and not ran.is_symlink():   # the grading process died after rebuilding
         result["flags"] = static_flags(read_nb(ran))
     source = read_nb(course / "source" / slug / f"{slug}.ipynb")
-    nb = rebuilt if rebuilt is not None else source
+    # this notebook becomes the student's feedback: never the source, whose solution cells hold the answers
+    if rebuilt is None:
+        rebuilt = read_nb(ran) if ran.is_file() and not ran.is_symlink() else \
+            read_nb(course / "release" / slug / f"{slug}.ipynb")
+    nb = rebuilt
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
@@ -145,7 +211,8 @@ def cmd_one(args) -> int:
     mode = args.sandbox if args.sandbox != "auto" else choose_sandbox("auto")[0]
     try:
         grade_one(args.course, args.student[0], args.assignment[0], args.cell_timeout, args.restore_deleted_tests,
-                  mode)
+                  mode, args.memory_limit)
     finally:
         kill_marked(os.environ.get(sandbox_tool.MARKER))
+        release_memory(plan_file(args.course, args.student[0], args.assignment[0]))
     return 0

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import DEFAULT_CELL_TIMEOUT, DEFAULT_COURSE, DEFAULT_TIMEOUT, REPO
@@ -14,6 +15,7 @@ from .feedback import cmd_feedback
 from .release import cmd_release
 from .report import cmd_export, cmd_summary
 from .runner import cmd_autograde
+from .sandboxing import DEFAULT_MEMORY_LIMIT, parse_size
 
 DESCRIPTION = "Grade the course: release, autograde every submission, feedback, grades CSV, summary table."
 
@@ -23,11 +25,26 @@ def cmd_all(args) -> int:
         rc = cmd_release(args)
         if rc:
             return rc
+    worst = 0
     for step in (cmd_autograde, cmd_feedback, cmd_export, cmd_summary):
         rc = step(args)
-        if rc:
+        if rc == 2:
             return rc
-    return 0
+        worst = max(worst, rc)      # 1: some submissions failed; the others still get every step
+    return worst
+
+
+def check_args(args):
+    """Before any work: limits of 0 or less would switch a limit off or grade nothing; --to needs its folder."""
+    for opt in ("cell_timeout", "timeout", "jobs"):
+        value = getattr(args, opt, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{opt.replace('_', '-')} {value}: must be at least 1")
+    to = getattr(args, "to", None)
+    if to is not None and to.is_dir():
+        raise UsageError(f"--to {to} is a folder: give the CSV file's path, e.g. {to / 'grades.csv'}")
+    if to is not None and not to.resolve().parent.is_dir():
+        raise UsageError(f"--to {to}: the folder {to.resolve().parent} does not exist: create it first")
 
 
 def main(argv=None) -> int:
@@ -48,6 +65,9 @@ def main(argv=None) -> int:
     grading.add_argument("--tier", choices=("cpu", "gpu"), help="force the autograder tier (default: this machine's)")
     grading.add_argument("--sandbox", choices=("auto", "namespace", "none"), default="auto",
                          help="isolate each kernel in Linux namespaces (auto: when the machine allows it)")
+    grading.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, metavar="SIZE",
+                         help=f"memory of one kernel and everything it starts, e.g. 8G, 512M; 0: no limit "
+                              f"(default {DEFAULT_MEMORY_LIMIT}; a cgroup, else RLIMIT_DATA without a GPU)")
     grading.add_argument("--restore-deleted-tests", action="store_true",
                          help="run a deleted test cell from the source instead of scoring it 0")
     p = sub.add_parser("release", parents=[common], help="build the course and register it in the gradebook")
@@ -71,7 +91,17 @@ def main(argv=None) -> int:
     # nbgrader shells out to `alembic` (gradebook migrations): the one next to this Python
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # nbgrader's gradebook code trips SQLAlchemy's autoflush and deprecation warnings: noise to an instructor
+    from sqlalchemy.exc import SADeprecationWarning, SAWarning
+    warnings.filterwarnings("ignore", category=SAWarning)
+    warnings.filterwarnings("ignore", category=SADeprecationWarning)
     try:
+        check_args(args)
+        if hasattr(args, "memory_limit"):
+            try:
+                args.memory_limit = parse_size(args.memory_limit)
+            except ValueError as exc:
+                raise UsageError(f"--memory-limit: {exc}") from None
         return args.fn(args)
     except UsageError as exc:
         print(f"grade: {exc}", file=sys.stderr)

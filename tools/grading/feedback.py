@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .cells import grade_id, hidden_lines, is_grade, nonblank_lines, read_nb, strip_hidden
 from .course import find_assignments, require_course, submissions
+from .course import refused as course_refused
 from .nbgrader_setup import nbgrader_config, quiet_traitlets
 from .results import load_result, save_result
 
@@ -98,8 +99,36 @@ def _flag(course: Path, student: str, slug: str, note: str):
         save_result(course, r)
 
 
-def cmd_feedback(args) -> int:
+def _html_only_feedback_class(failure: list):
     from nbgrader.converters import GenerateFeedback
+
+    class HtmlOnlyFeedback(GenerateFeedback):
+        """nbgrader's feedback without the other files of autograded/ (the student's own, the source's):
+        feedback/ holds only the HTML the grader wrote. The first error is kept for a one-line report."""
+
+        def init_assignment(self, assignment_id, student_id):
+            pass
+
+        def convert_single_notebook(self, filename):
+            try:
+                super().convert_single_notebook(filename)
+            except Exception as exc:
+                failure.append(f"{type(exc).__name__}: {exc}")
+                raise
+    return HtmlOnlyFeedback
+
+
+def _keep_only_html(folder: Path):
+    """Remove whatever is not an HTML file of ours (older runs copied the submission's files here)."""
+    import shutil
+    for p in folder.iterdir() if folder.is_dir() and not folder.is_symlink() else ():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.is_symlink() or not p.is_file() or p.suffix != ".html":
+            p.unlink()
+
+
+def cmd_feedback(args) -> int:
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.preprocessors import GetGrades
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
@@ -107,11 +136,14 @@ def cmd_feedback(args) -> int:
     course = args.course
     require_course(course)
     quiet_traitlets()
-    logging.getLogger("traitlets").setLevel(logging.ERROR)   # nbconvert's alt-text and config chatter
+    # nbconvert's alt-text and config chatter; nbgrader's own tracebacks: each failure is reported in one line
+    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
     secrets_by_slug = hidden_secrets(course)
     done = 0
+    failed = course_refused(course, args.assignment, args.student)
     for student, slug in submissions(course, args.assignment, args.student):
         if not (course / "autograded" / student / slug / f"{slug}.ipynb").is_file():
+            failed.append(f"{student} {slug}: not autograded yet: run `python tools/grade.py autograde -s {student}`")
             continue
         leaked: list = []
         cfg = nbgrader_config(course)
@@ -122,7 +154,17 @@ def cmd_feedback(args) -> int:
         coursedir = CourseDirectory(config=cfg)
         coursedir.assignment_id = slug
         coursedir.student_id = student
-        GenerateFeedback(coursedir=coursedir, config=cfg).start()
+        failure: list = []
+        out_dir = course / "feedback" / student / slug
+        try:
+            _html_only_feedback_class(failure)(coursedir=coursedir, config=cfg).start()
+        except (Exception, SystemExit) as exc:   # one submission's failure never stops the others' feedback
+            failure.append(f"{type(exc).__name__}: {exc}")
+        _keep_only_html(out_dir)
+        if failure or not (out_dir / f"{slug}.html").is_file():
+            (out_dir / f"{slug}.html").unlink(missing_ok=True)     # an older page would show an older grade
+            failed.append(f"{student} {slug}: {(failure or ['nbgrader wrote no HTML'])[0][:300]}")
+            continue
         if leaked:
             note = f"printed hidden test code ({', '.join(sorted(set(leaked)))}): removed from the feedback"
             _flag(course, student, slug, note)
@@ -136,7 +178,9 @@ def cmd_feedback(args) -> int:
         print(f"grade: HIDDEN TEST LEAK in {f.relative_to(course)} ({line!r}): file withheld, student flagged",
               file=sys.stderr)
     print(f"feedback for {done} submission(s) in {course / 'feedback'}")
-    return 0
+    for line in failed:
+        print(f"grade: no feedback for {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def hidden_secrets(course: Path) -> dict:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 from .cells import grade_id, is_grade, is_solution, nonblank_lines
@@ -201,22 +203,59 @@ def rebuild(submission, source, release, restore_deleted: bool = False):
     return nb, notes
 
 
+def _is_regular(p: Path) -> bool:
+    """A regular file itself, not a link to one (links could point at the instructor's files)."""
+    try:
+        return stat.S_ISREG(os.lstat(p).st_mode)
+    except OSError:
+        return False
+
+
 def find_submitted_notebook(course: Path, student: str, slug: str):
     d = course / "submitted" / student / slug
     nb = d / f"{slug}.ipynb"
-    if nb.is_file():
+    if _is_regular(nb):
         return nb, None
-    others = sorted(p for p in d.glob("*.ipynb"))
+    others = sorted(p for p in d.glob("*.ipynb") if _is_regular(p))
     if len(others) == 1:
         return others[0], f"notebook submitted as {others[0].name}"
     return None, ("no notebook submitted" if not others else f"{len(others)} notebooks, none named {slug}.ipynb")
+
+
+def _read_no_follow(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return f.read()
+
+
+def copy_submission(src: Path, dst: Path, skip=(".ipynb", ".ipynb_checkpoints"), _under="") -> list[str]:
+    """Copy the student's files from src to dst without following a link; returns notes on what was dropped.
+
+    Symbolic links (they could point at the solutions or the grading key) and fifos, devices and
+    sockets are never read or copied; names ending in `skip` are left out silently."""
+    notes = []
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        name = _under + entry.name
+        if entry.is_symlink():
+            notes.append(f"dropped {name!r}: a symbolic link (not read)")
+        elif entry.is_dir(follow_symlinks=False):
+            if not entry.name.endswith(skip):
+                notes += copy_submission(Path(entry.path), dst / entry.name, skip, name + "/")
+        elif not entry.is_file(follow_symlinks=False):
+            notes.append(f"dropped {name!r}: not a regular file (fifo, device or socket)")
+        elif not entry.name.endswith(skip):
+            (dst / entry.name).write_bytes(_read_no_follow(Path(entry.path)))
+    return notes
 
 
 def read_submission(path: Path):
     """Whatever the JSON holds, as a v4 notebook; None when it is not a notebook at all."""
     import nbformat
     try:
-        raw = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        raw = json.loads(_read_no_follow(path).decode("utf-8", errors="replace"))
         nb = nbformat.reads(json.dumps(raw), as_version=4)
     except Exception:   # noqa: BLE001 - not JSON, not a notebook
         return None

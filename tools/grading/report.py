@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .audit import format_flag, inert, quoted
-from .course import require_course, submissions
+from .course import refused, require_course, submissions
 from .results import load_result
 
 
@@ -50,7 +50,7 @@ def gradebook_mismatches(course: Path, results: dict) -> list[str]:
 
 def cmd_export(args) -> int:
     course = args.course
-    require_course(course, gradebook=False)
+    require_course(course)
     results = graded_results(course, args.student, args.assignment)
     to = Path(args.to or course / "grades.csv")
     cells_csv = to.with_name(to.stem + "_cells.csv")
@@ -106,6 +106,10 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
         lines.append(row + f"{got_all:g}/{top_all:g}".rjust(10))
     if not people:
         lines.append("(no graded submissions yet: run `python tools/grade.py autograde`)")
+    not_graded = refused(course, assignments, students)
+    if not_graded:
+        lines += ["", "submission folders not graded (fix them, then autograde again):"] \
+            + ["  " + n for n in not_graded]
     if failures:
         lines += ["", "failed graded cells and notes:"] + ["  " + f for f in failures]
     if flagged:
@@ -119,6 +123,6 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
 
 
 def cmd_summary(args) -> int:
-    require_course(args.course, gradebook=False)
+    require_course(args.course)
     print(summary_table(args.course, args.student, args.assignment))
     return 0

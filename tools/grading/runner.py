@@ -12,18 +12,20 @@ from . import GRADE_SCRIPT, REPO
 from ._tools import sandbox_tool
 from .audit import quoted
 from .autograde_one import finish_zero
-from .course import require_course, submissions
-from .results import load_result, save_result, submission_digest
-from .sandboxing import choose_sandbox, kill_marked, kill_tree
+from .course import refused, require_course, submissions
+from .results import keep_feedback_notes, load_result, save_result, submission_digest
+from .sandboxing import choose_sandbox, kill_marked, kill_tree, plan_file, release_memory
 
 
 def run_one(course, student, slug, args) -> dict:
     import secrets
-    cmd = [sys.executable, str(GRADE_SCRIPT), "_one", "--course", str(course),
-           "--student", student, "--assignment", slug, "--cell-timeout", str(args.cell_timeout)]
+    before = load_result(course, student, slug)
+    # `--student=NAME`: a name that starts with '-' is a value, not an option
+    cmd = [sys.executable, str(GRADE_SCRIPT), "_one", f"--course={course}",
+           f"--student={student}", f"--assignment={slug}", f"--cell-timeout={args.cell_timeout}"]
     if args.restore_deleted_tests:
         cmd.append("--restore-deleted-tests")
-    cmd += ["--sandbox", args.sandbox]
+    cmd += ["--sandbox", args.sandbox, f"--memory-limit={args.memory_limit}"]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)                # the kernel must not find the repository (solutions/)
@@ -49,6 +51,7 @@ def run_one(course, student, slug, args) -> dict:
             kill_tree(proc.pid)      # the kernel too: it runs in a session of its own
             proc.wait()
     kill_marked(marker)               # whatever a submission started and detached (sandbox `none`)
+    release_memory(plan_file(course, student, slug))     # the kernel's cgroup, if `_one` was killed
     result = load_result(course, student, slug)
     if not (rc == 0 and result and result.get("run") == marker and result.get("status") != "tampered"):
         if rc:
@@ -58,6 +61,7 @@ def run_one(course, student, slug, args) -> dict:
                               {"student": student, "assignment": slug, "notes": [], "run": marker,
                                "submission_sha256": submission_digest(course, student, slug)}, t0)
     result["seconds"] = round(time.time() - t0, 1)
+    keep_feedback_notes(before, result)
     save_result(course, result)
     return result
 
@@ -72,12 +76,15 @@ def cmd_autograde(args) -> int:
     course = args.course
     require_course(course)
     todo = submissions(course, args.assignment, args.student)
+    not_graded = refused(course, args.assignment, args.student)
+    for line in not_graded:
+        print(f"grade: {line}", file=sys.stderr)
     if not args.force:
         todo = [(s, a) for s, a in todo if not up_to_date(course, s, a)]
     if not todo:
         print("grade: nothing to autograde: every submission is graded and unchanged since "
               "(use --force to grade again)")
-        return 0
+        return 1 if not_graded else 0
     args.sandbox, warning = choose_sandbox(args.sandbox)
     if warning:
         print(f"grade: WARNING: {warning}", file=sys.stderr)
@@ -96,4 +103,4 @@ def cmd_autograde(args) -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(one, todo))
     print(f"autograded {len(todo)} submission(s) in {time.time() - t0:.1f} s")
-    return 0
+    return 1 if not_graded else 0

@@ -31,15 +31,45 @@ def choose_sandbox(wanted: str) -> tuple[str, str]:
                     f"read the solutions and hidden tests; see docs/instructor.md")
 
 
+DEFAULT_MEMORY_LIMIT = "8G"    # one kernel's memory (--memory-limit); the CPU tier's checks need well under 2 GiB
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text) -> int:
+    """Bytes from `8G`, `512M`, `1.5G`, `1073741824` or `0` (no limit); ValueError with a one-line message."""
+    t = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    try:
+        value = float(t[:len(t) - len(unit)])
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (examples: 8G, 512M, 0 for no limit)") from None
+    if value < 0 or value != value:
+        raise ValueError(f"{text!r}: a size cannot be negative")
+    return int(value * _UNITS[unit])
+
+
+def human_size(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit] and n % (_UNITS[unit] // 8 or 1) == 0:
+            return f"{n / _UNITS[unit]:g} {unit}iB"
+    return f"{n} bytes"
+
+
 def exposed_paths() -> list[str]:
-    """What the kernel needs to import autograder, torch, triton, ipykernel: the Python environment(s)
-    and autograder/. Never the repository itself (solutions/, notebooks/ with the hidden tests)."""
+    """What the kernel needs besides the system runtime (/usr, /etc, ...; tools/sandbox.py SYSTEM) to import
+    autograder, torch, triton, ipykernel: the Python environment(s), autograder/, CUDA_HOME and the
+    LD_LIBRARY_PATH directories. Never the repository itself (solutions/, notebooks/ with the hidden tests)."""
     env = Path(sys.prefix).resolve()
     keep = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), REPO / "autograder"}
     for entry in sys.path:
         p = Path(entry or ".").resolve()
         # inside the repository only the virtual environment's own entries (.venv/lib/...) count
         if p.is_dir() and (not p.is_relative_to(REPO) or p.is_relative_to(env)):
+            keep.add(p)
+    libs = [os.environ.get("CUDA_HOME", "")] + os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    for entry in filter(None, libs):
+        p = Path(entry).resolve()
+        if p.is_dir() and p != Path("/") and not p.is_relative_to(REPO):
             keep.add(p)
     top = []
     for p in sorted({q.resolve() for q in keep}, key=lambda q: len(q.parts)):
@@ -48,16 +78,31 @@ def exposed_paths() -> list[str]:
     return [str(p) for p in top]
 
 
-def hidden_paths(course: Path, exposed: list[str]) -> list[str]:
-    hide = {REPO, course, Path.home(), Path("/root"), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")}
-    for e in exposed:      # an installed copy of the solutions (an old `pip install .`) stays out of reach
-        hide |= set(Path(e).glob("solutions")) | set(Path(e).glob("*/site-packages/solutions")) \
-            | set(Path(e).glob("lib/python3*/site-packages/solutions"))
-    return sorted(str(p) for p in hide)
+def covered_paths(exposed: list[str]) -> list[str]:
+    """Inside the exposed trees, what the kernel gets an empty private tmpfs over: an installed copy of the
+    solutions (an old `pip install .`), and every world-writable directory (anyone on the host could leave
+    files there for the kernel to read, or one kernel for the next). A walk of the Python trees: ~1 s."""
+    cover = set()
+    for e in exposed:
+        cover |= {p for p in (set(Path(e).glob("solutions")) | set(Path(e).glob("*/site-packages/solutions"))
+                              | set(Path(e).glob("lib/python3*/site-packages/solutions"))) if p.is_dir()}
+        for dirpath, dirnames, _ in os.walk(e):
+            for name in list(dirnames):
+                path = os.path.join(dirpath, name)
+                try:
+                    world_writable = os.lstat(path).st_mode & 0o002
+                except OSError:
+                    continue
+                if world_writable and not os.path.islink(path):
+                    cover.add(Path(path))
+                    dirnames.remove(name)          # covered whole: nothing below it is reachable
+    return sorted(str(p) for p in cover)
 
 
-def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode: str, result: dict) -> str:
-    """Write this submission's jail, sandbox plan and kernelspec; return the kernel name to run."""
+def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode: str, result: dict,
+                     memory_limit: int = 0) -> str:
+    """Write this submission's jail, sandbox plan and kernelspec; return the kernel name to run.
+    `memory_limit`: bytes for the kernel's whole process tree (0: no limit)."""
     import secrets
     base = course / "jails" / student
     jail = base / slug
@@ -70,9 +115,12 @@ def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode:
     env.update(MPLBACKEND="Agg", AUTOGRADER_GRADING="1", AUTOGRADER_RECORD=str(jail / ".records"))
     (jail / ".records").mkdir()
     plan = {"mode": mode, "jail": str(jail), "marker": os.environ.get(sandbox_tool.MARKER) or secrets.token_hex(8),
-            "expose": exposed, "hide": hidden_paths(course, exposed), "env": env,
+            "expose": exposed, "cover": covered_paths(exposed) if mode == "namespace" else [], "env": env,
+            "memory_limit": int(memory_limit), "gpu": env.get("AUTOGRADER_TIER") != "cpu" and _gpu_nodes(),
             "kernel_argv": [sys.executable, "-m", "ipykernel_launcher"]}
-    plan_path = base / f".{slug}.sandbox.json"
+    plan_path = plan_file(course, student, slug)
+    for old in (plan_path, Path(sandbox_tool.memory_state_path(plan_path))):
+        old.unlink(missing_ok=True)
     plan_path.write_text(json.dumps(plan, indent=1))
     spec_dir = base / f".{slug}.kernels" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +134,80 @@ def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode:
                                                               os.environ.get("JUPYTER_PATH")) if p)
     result["sandbox"] = mode
     return KERNEL_NAME
+
+
+def plan_file(course: Path, student: str, slug: str) -> Path:
+    """The sandbox plan of a submission (beside its jail: the kernel never sees it)."""
+    return course / "jails" / student / f".{slug}.sandbox.json"
+
+
+def _gpu_nodes() -> bool:
+    import glob
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def memory_state(plan_path: Path) -> dict:
+    """How the launcher capped the kernel's memory ({"how": "cgroup1|cgroup2|rlimit|none|off", "limit": bytes,
+    "cgroup": dir, "warning": ...}), {} when no kernel started."""
+    try:
+        return json.loads(Path(sandbox_tool.memory_state_path(plan_path)).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def memory_exceeded(plan_path: Path) -> str:
+    """"memory limit exceeded (8 GiB)" when the kernel's cgroup killed a process for memory, else "".
+    Read before `release_memory`. (Under the rlimit an allocation fails inside the kernel instead:
+    `memory_error` reads that from a cell's error.)"""
+    state = memory_state(plan_path)
+    cg = Path(state.get("cgroup") or "/nonexistent")
+    hit = False
+    try:
+        if state.get("how") == "cgroup2":
+            events = dict(line.split() for line in (cg / "memory.events").read_text().splitlines())
+            hit = int(events.get("oom_kill", 0)) > 0
+        elif state.get("how") == "cgroup1":
+            control = dict(line.split() for line in (cg / "memory.oom_control").read_text().splitlines())
+            if "oom_kill" in control:        # Linux >= 4.13
+                hit = int(control["oom_kill"]) > 0
+            else:                            # older: the limit was reached at least once
+                hit = int((cg / "memory.failcnt").read_text()) > 0
+    except (OSError, ValueError):
+        return ""
+    return f"memory limit exceeded ({human_size(state['limit'])})" if hit else ""
+
+
+def memory_error(plan_path: Path, text: str) -> str:
+    """Under the rlimit, an error text that is an allocation failure means the limit was hit."""
+    state = memory_state(plan_path)
+    if state.get("how") == "rlimit" and any(k in text for k in ("MemoryError", "t allocate memory",
+                                                                "DefaultCPUAllocator")):
+        return f"memory limit exceeded ({human_size(state['limit'])})"
+    return ""
+
+
+def release_memory(plan_path: Path):
+    """Kill what is left in the kernel's cgroup and remove the cgroup."""
+    import time
+    cg = memory_state(plan_path).get("cgroup")
+    if not cg or not Path(cg).is_dir():
+        return
+    cg = Path(cg)
+    for _ in range(50):
+        try:
+            pids = [int(x) for x in (cg / "cgroup.procs").read_text().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        try:
+            cg.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)          # the killed processes are still exiting
 
 
 def kill_marked(marker):
