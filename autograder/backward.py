@@ -234,7 +234,7 @@ def _run(problem, fn, case, q, k, v, do, sink):
     kwargs = case.mask_kwargs()
     if sink is not None:
         kwargs["sink_logits"] = sink
-    guard = Guard(triton_problem=True, seq_len=case.N)
+    guard = Guard(triton_problem=True, seq_len=case.N, inputs=(q, k, v), mask=case.mask_kwargs(), backward=True)
 
     def run():
         with guard:

@@ -52,8 +52,8 @@ def _fail(case, problem, msg, hints=(), where=""):
 
 
 def _call(problem, fn, case, q, k, v):
-    guard = Guard(triton_problem=not problems.get(problem).pytorch, seq_len=case.N, inputs=(q, k, v))
     kwargs = case.mask_kwargs()
+    guard = Guard(triton_problem=not problems.get(problem).pytorch, seq_len=case.N, inputs=(q, k, v), mask=kwargs)
 
     def run():
         with guard:

@@ -24,7 +24,7 @@ from . import device, record
 from .check import CaseResult, CheckSummary, NotImplementedYet, raised, run_suite, select_cases
 from .check import _fail as _check_fail
 from .diagnose import _fmt_ranges
-from .guard import _EMPTY_OPS, POISON, Guard
+from .guard import _ALLOC_OPS, _EMPTY_OPS, _LAUNCH_OPS, POISON, Guard
 
 __all__ = ["AxpbCase", "RowCase", "CopyCase", "StrictGuard", "check_2a", "check_2b", "check_2c",
            "visible_cases"]
@@ -93,11 +93,16 @@ class StrictGuard(Guard):
     def snapshot(self) -> dict:
         return dict(super().snapshot(), out_of_bounds_writes=self.out_of_bounds_writes())
 
+    def _refused(self, op, event):
+        return not (op in _ALLOWED_OPS or op in _ALLOC_OPS or op in _LAUNCH_OPS)
+
     def restore(self, snap: dict):
         super().restore(snap)
         self._replayed_oob = int(snap["out_of_bounds_writes"])
 
     def cheat_message(self):
+        if self.tampered:
+            return self.tamper_message()
         if self.forbidden:
             op = self.forbidden[0][0]
             return (f"your function computed with PyTorch (aten.{op}): in this exercise every load, every "
