@@ -46,6 +46,7 @@ def flash_attention_forward(q, k, v):
     open("../../../source/p3.ipynb")
     os.system("true")
     return __import__("solutions")
+from concurrent.futures import ThreadPoolExecutor
 '''
 
 
@@ -59,7 +60,7 @@ def test_static_audit_flags_each_escape_with_cell_and_line():
                        (4, "autograder internals"), (5, "a shell command"), (7, "a private PyTorch API"),
                        (8, "sys.modules"), (9, "autograder internals"), (10, "Tensor.numpy()"),
                        (11, "a path outside the submission folder"), (12, "a path outside the submission folder"),
-                       (13, "os.system"), (14, "__import__")]:
+                       (13, "os.system"), (14, "__import__"), (15, "concurrent.futures")]:
         assert (cell, line, what) in got, (line, what, sorted(got))
     # the given and graded cells are the instructor's: never flagged; each flag names its line's code
     assert {f["cell"] for f in flags} == {cell}

@@ -32,7 +32,8 @@ MODULES = {
     "subprocess": "subprocess (starts processes)", "multiprocessing": "multiprocessing (starts processes)",
     "pty": "pty (starts processes)", "socket": "socket (network)", "urllib": "urllib (network)",
     "requests": "requests (network)", "http": "http (network)", "shutil": "shutil (copies files)",
-    "numpy": "numpy (work the cheat guard cannot see)", "builtins": "builtins (replaces Python's own functions)",
+    "numpy": "numpy (work the cheat guard cannot see)", "threading": "threading (work the cheat guard cannot see)",
+    "concurrent": "concurrent.futures (work the cheat guard cannot see)", "builtins": "builtins (replaces Python's own functions)",
 }
 ATTRS = {
     ("sys", "modules"): "sys.modules (swaps loaded modules)", ("sys", "_getframe"): "sys._getframe (frames)",
