@@ -262,8 +262,10 @@ LEAKER = "print('\\n'.join(In))   # the kernel's history holds the hidden tests 
 
 
 def _run(course, *args):
+    # the hostile class (every problem's reference through the replay, P9's ~4 min included) takes
+    # 6-7 min of one autograde on 2 busy cores
     out = subprocess.run(GRADE + [args[0], "--course", str(course), *args[1:]], cwd=REPO, text=True,
-                         capture_output=True, timeout=600)
+                         capture_output=True, timeout=1200)
     return out.returncode, out.stdout + out.stderr
 
 
@@ -491,3 +493,234 @@ def test_hostile_names_links_and_feedback(tmp_path):
         rc, out = _run(course, cmd)
         assert rc == 2 and "not a readable nbgrader gradebook" in out and len(out.strip().splitlines()) == 1, out
     assert {p: p.read_bytes() for p in (course / "results").rglob("*.json")} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile class, round two (issue: grading integrity, round 2): escapes from an allowlist sandbox,
+# the guard turned off or outworked, a cheat that would still score on the cells using its function,
+# student text posing as grader output, and a memory bomb
+
+FINDER = r'''
+import glob, os, importlib.util
+found = []
+for top in ("/srv", "/opt", "/home", "/mnt", "/media", "/var", "/usr/local", "/root", "/work", "/"):
+    for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath.count(os.sep) >= 4:
+            dirnames[:] = []
+        if "p3_flash_attention_forward.py" in filenames:
+            found.append(os.path.join(dirpath, "p3_flash_attention_forward.py"))
+print("FINDER found", len(found), "solution files")
+if found:
+    spec = importlib.util.spec_from_file_location("stolen", found[0])
+    stolen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stolen)
+    flash_attention_forward = stolen.flash_attention_forward
+seen = [p for d in {dirs!r} for p in glob.glob(os.path.join(d, "fa-marker-*"))]
+print("FINDER saw", len(seen), "markers")
+for d in {dirs!r}:
+    try:
+        open(os.path.join(d, "fa-marker-student-{token}"), "w").write("left for the next student")
+    except OSError:
+        pass
+'''
+
+KEYLOOP = r'''
+@triton.jit
+def _noop(X):
+    pass
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    _noop[(1,)](q)
+    B, H, N, D = q.shape
+    qf, kf, vf = q.float(), k.float(), v.float()
+    m = torch.full((B, H, N, 1), -1e30, device=q.device)
+    l = torch.zeros((B, H, N, 1), device=q.device)
+    acc = torch.zeros((B, H, N, D), device=q.device)
+    rows = torch.arange(N, device=q.device)[:, None]
+    for j in range(N):           # an online softmax over keys, one at a time: never an N x N tensor
+        s = (qf * kf[:, :, j:j + 1, :]).sum(-1, keepdim=True) / D ** 0.5
+        if is_causal:
+            s = torch.where(rows < j, torch.full_like(s, -1e30), s)
+        m_new = torch.maximum(m, s)
+        alpha, p = torch.exp(m - m_new), torch.exp(s - m_new)
+        l = l * alpha + p
+        acc = acc * alpha + p * vf[:, :, j:j + 1, :]
+        m = m_new
+    return (acc / l).to(q.dtype)
+'''
+
+MODES_OFF = r'''
+from torch.utils._python_dispatch import _disable_current_modes
+
+
+@triton.jit
+def _noop(X):
+    pass
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    _noop[(1,)](q)
+    with _disable_current_modes():          # the guard is a dispatch mode: pop it, then use PyTorch's attention
+        N = q.shape[2]
+        i = torch.arange(N, device=q.device)[:, None]
+        j = torch.arange(N, device=q.device)[None, :]
+        keep = (j <= i) if is_causal else torch.ones(N, N, dtype=torch.bool, device=q.device)
+        if window_size is not None:
+            keep = keep & ((j >= i - (window_size - 1)) | (j < (sink_size or 0)))
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep, enable_gqa=True)
+'''
+
+DENSE_BACKWARD = r'''
+_triton_forward = flash_attention_forward
+
+
+def _dense(q, k, v, is_causal):
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, 1).float(), v.repeat_interleave(g, 1).float()
+    s = (q.float() @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    if is_causal:
+        n = q.shape[2]
+        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return (s.softmax(-1) @ v).to(q.dtype)
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    out = _triton_forward(q.detach(), k.detach(), v.detach(), is_causal=is_causal)
+    ref = _dense(q, k, v, is_causal)        # the gradients come from PyTorch's autograd of a dense reference
+    return ref + (out - ref).detach()
+'''
+
+FORGER = r'''
+from IPython.display import HTML, display
+Forged = type("Forged\nfakeline p3_flash_attention_forward 10/10 : Problem 3: all 11 cases passed\n"
+              "fakeline p3_flash_attention_forward 10/10 : Problem 3: all 11 cases passed", (Exception,), {})
+display(HTML("<div class='forged-box'>Total: 10.0 / 10.0</div><script>alert('forged')</script>"))
+print("<script>alert('printed')</script>")
+_honest = flash_attention_forward
+
+
+def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    if q.shape[2] % 2:
+        raise Forged("\nfakeline p3_flash_attention_forward 10/10 : Problem 3: all 11 cases passed")
+    return _honest(q, k, v, is_causal=is_causal)
+'''
+
+MEMBOMB = "import numpy as np\nhog = [np.ones(1 << 27) for _ in range(16)]   # 16 GiB, touched\n"
+
+
+def _world_writable_dirs() -> list[str]:
+    """Every world-writable directory of this host outside /proc and /sys (and below what it found, 3 levels)."""
+    import os
+    import stat
+    out = []
+    for top in ("/tmp", "/var", "/run", "/dev", "/srv", "/opt", "/home", "/mnt", "/usr", "/etc"):
+        for dirpath, dirnames, _ in os.walk(top):
+            if dirpath.count(os.sep) >= 3:
+                dirnames[:] = []
+            try:
+                mode = os.lstat(dirpath).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode) and mode & stat.S_IWOTH:
+                out.append(dirpath)
+    return sorted(set(out))
+
+
+@pytest.mark.skipif(not all(_have(s) for s in (P3, "p4_causal_two_phase", P7, "p8_backward_gqa")),
+                    reason="Problems 3, 4, 7 and 8 are not built yet")
+def test_hostile_class_round_two(tmp_path):
+    import secrets
+    import shutil
+    sys.path.insert(0, str(REPO / "tools"))
+    import sandbox
+    isolated, why = sandbox.namespaces_available()
+    if not isolated:
+        pytest.skip(f"grading is not isolated on this machine ({why})")
+    P4, P8 = "p4_causal_two_phase", "p8_backward_gqa"
+    course = tmp_path / "course"
+    grade(course, "release", "--no-build", "-a", P3, "-a", P4, "-a", P7, "-a", P8)
+    token = secrets.token_hex(6)
+    # a readable copy of the course where no list would think of it, and a marker in every world-writable place
+    planted = [Path(top) / f"fa-course-{token}" for top in ("/srv", "/opt") if Path(top).is_dir()]
+    dirs = _world_writable_dirs()
+    markers = [Path(d) / f"fa-marker-host-{token}" for d in dirs]
+    try:
+        for p in planted:
+            shutil.copytree(REPO / "solutions", p / "solutions")
+        for m in markers:
+            try:
+                m.write_text("host")
+            except OSError:
+                pass
+        nb = release(course, P3)
+        nb.cells.insert(index_of(nb, "p3_kernel") + 3,
+                        nbformat.v4.new_code_cell(FINDER.format(dirs=dirs + ["/run/lock", "/var/lock"], token=token)))
+        submit(course, "finder", P3, nb)
+        submit(course, "finder2", P3, nb)        # the second one must not see what the first one left
+        keyloop = solved(course, P4)
+        keyloop.cells.insert(index_of(keyloop, "p4_kernel") + 3, nbformat.v4.new_code_cell(KEYLOOP))
+        submit(course, "keyloop", P4, keyloop)
+        modes = solved(course, P7)
+        modes.cells.insert(index_of(modes, "p7_kernel") + 3, nbformat.v4.new_code_cell(MODES_OFF))
+        submit(course, "modesoff", P7, modes)
+        dense = solved(course, P8)
+        dense.cells.insert(index_of(dense, "p8_basic"), nbformat.v4.new_code_cell(DENSE_BACKWARD))
+        submit(course, "densebwd", P8, dense)
+        forger = solved(course, P3)
+        forger.cells.insert(index_of(forger, "p3_kernel") + 3, nbformat.v4.new_code_cell(FORGER))
+        submit(course, "forger", P3, forger)
+        bomb = solved(course, P3)
+        bomb.cells.insert(index_of(bomb, "p3_kernel") + 1, nbformat.v4.new_code_cell(MEMBOMB))
+        submit(course, "membomb", P3, bomb)
+
+        rc, out = _run(course, "autograde", "--jobs", "2", "--cell-timeout", "240", "--memory-limit", "2G")
+        assert rc == 0, out
+        assert not re.search(r"^\s*fakeline", out, re.M), out          # student text never makes a console line
+        leftover = [str(p) for d in dirs + ["/run/lock", "/var/lock"]
+                    for p in Path(d).glob(f"fa-marker-student-{token}")] if dirs else []
+        assert not leftover, f"a kernel wrote to the host: {leftover}"
+    finally:
+        for p in planted:
+            shutil.rmtree(p, ignore_errors=True)
+        for m in markers:
+            m.unlink(missing_ok=True)
+        for d in dirs + ["/run/lock", "/var/lock"]:
+            for p in Path(d).glob(f"fa-marker-student-{token}"):
+                p.unlink(missing_ok=True)
+
+    grade(course, "export")
+    s = scores(course)
+    for student, slug in (("finder", P3), ("finder2", P3), ("keyloop", P4), ("modesoff", P7), ("densebwd", P8),
+                          ("membomb", P3)):
+        assert sum(s[(student, slug)].values()) == 0, (student, s[(student, slug)])
+    for student in ("finder", "finder2"):
+        text = _outputs(course, student, P3)
+        assert "FINDER found 0 solution files" in text and "FINDER saw 0 markers" in text, text
+    res = {st: json.loads((course / "results" / st / f"{sl}.json").read_text())
+           for st, sl in (("keyloop", P4), ("modesoff", P7), ("densebwd", P8), ("membomb", P3), ("forger", P3),
+                          ("finder", P3))}
+    assert "cheating detected" in res["keyloop"]["cells"]["p4_basic"]["why"], res["keyloop"]["cells"]
+    assert "cheating detected" in res["modesoff"]["cells"]["p7_basic"]["why"], res["modesoff"]["cells"]
+    # the dense backward is refused by the gradient checks; the contract and training cells are voided with it
+    for gid in ("p8_autograd", "p8_training"):
+        assert res["densebwd"]["cells"][gid]["why"].startswith("voided: flash_attention_forward"), res["densebwd"]
+    assert "memory limit exceeded" in res["membomb"]["reason"], res["membomb"]
+    # the forger passes the even-N cases only; its forged lines never become lines of the summary
+    assert 0 < sum(s[("forger", P3)].values()) < 10, s[("forger", P3)]
+    summary = grade(course, "summary")
+    assert not re.search(r"^\s*fakeline", summary, re.M), summary
+    assert "flagged for review" in summary
+    flagged = {f["what"].split(" (")[0] for f in res["finder"]["flags"]}
+    assert {"importlib", "a path outside the submission folder"} <= flagged, flagged
+    assert any("private PyTorch API" in f["what"] for f in res["modesoff"]["flags"]), res["modesoff"]["flags"]
+    with open(course / "grades.csv") as f:
+        rows = {(r["student_id"], r["assignment"]): r for r in csv.DictReader(f)}
+    assert "importlib" in rows[("finder", P3)]["flagged_for_review"]
+    assert (course / "grades.csv").read_text().count("\n") == len(rows) + 1    # one line each, whatever the text
+
+    rc, out = _run(course, "feedback")
+    assert rc == 0, out
+    fb = (course / "feedback" / "forger" / P3 / f"{P3}.html").read_text()
+    assert "<div class='forged-box'>" not in fb and "<script>alert(" not in fb
+    assert "voided" in html.unescape((course / "feedback" / "densebwd" / P8 / f"{P8}.html").read_text())
