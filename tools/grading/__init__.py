@@ -1,16 +1,20 @@
 """The grader behind tools/grade.py, one job per module:
 
     cells           reading notebooks; what a cell is (graded, solution, id) and its hidden-test lines
-    nbgrader_setup  nbgrader's configuration for a course directory; the gradebook lock
+    nbgrader_setup  nbgrader's configuration for a course directory
     course          the course directory: released assignments, submissions, usage errors
     release         `release`: build the repository's notebooks and register them in the gradebook
     rebuild         the notebook to grade: the source notebook with the student's solution cells in it
     score           the score of an executed graded cell (nbgrader's SaveAutoGrades with that rule)
-    results         signed result records, the submission checksum
+    results         signed result records, the submission and release checksums, units' start records
     sandboxing      the kernel's jail, plan and kernelspec for tools/sandbox.py; killing what a run left
     replaying       graded cells confirmed on their recorded calls by tools/replay.py
     autograde_one   one submission, in its own subprocess (`grade.py _one`)
-    runner          `autograde`: every submission, each in a subprocess with a wall-clock limit
+    runner          `autograde`: every unit in a worker subprocess with a wall-clock limit; local executor (--jobs,
+                    --gpus); `_shard`, a Slurm task's units
+    slurm           `autograde --executor slurm`: the run as a submitit job array; Slurm task states
+    collect         `collect`: the gradebook's one writer, from the signed results
+    status          `status`: the latest run's units done / running / failed / queued, ETA
     feedback        `feedback`: HTML without hidden tests, checked for leaks
     report          `export` and `summary`, from the signed results
     cli             the command line

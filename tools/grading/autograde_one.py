@@ -9,13 +9,15 @@ from pathlib import Path
 from ._tools import failure_tool, sandbox_tool
 from .audit import cheat_voids, static_flags
 from .cells import grade_id, is_grade, read_nb
-from .nbgrader_setup import DB_LOCK, nbgrader_config, quiet_traitlets
+from .nbgrader_setup import nbgrader_config, quiet_traitlets
 from .rebuild import copy_submission, find_submitted_notebook, read_submission, rebuild
 from .replaying import confirm_by_replay, record_direct_calls
-from .results import save_result, submission_digest
+from .results import mark_started, release_digest, save_result, submission_digest
 from .sandboxing import (DEFAULT_MEMORY_LIMIT, choose_sandbox, kill_marked, memory_error, memory_exceeded,
                          memory_state, parse_size, plan_file, release_memory, sandboxed_kernel)
 from .score import cell_score, save_autogrades_class, zero_cells
+
+RUN_ID = "FA_COURSE_RUN_ID"     # the environment variable naming the run (batch of units) a worker belongs to
 
 # s: the limit of every cell after one that ran past --cell-timeout. A function that loops forever would
 # otherwise cost each later cell that calls it the full limit (20 minutes a notebook with the defaults).
@@ -75,7 +77,9 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     t0 = time.time()
     result = {"student": student, "assignment": slug, "status": "graded", "reason": "", "notes": [],
               "submission_sha256": submission_digest(course, student, slug),
+              "release_sha256": release_digest(course, slug), "run_id": os.environ.get(RUN_ID, ""),
               "run": os.environ.get(sandbox_tool.MARKER, "")}
+    mark_started(course, student, slug, result["run_id"])
     # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it;
     # links and special files are dropped here, before anything reads them
     dst_dir = course / "rebuilt" / student / slug
@@ -100,6 +104,9 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
 
     quiet_traitlets()
     cfg = nbgrader_config(course, cell_timeout, submitted="rebuilt")
+    # nbgrader's Autograde needs a gradebook to write: this unit's own copy. The course's gradebook has
+    # one writer, the collector (collect.py), which takes the scores from the signed result.
+    cfg.CourseDirectory.db_url = f"sqlite:///{private_gradebook(course, student, slug)}"
     if memory_limit is None:
         memory_limit = parse_size(DEFAULT_MEMORY_LIMIT)
     cfg.Execute.kernel_name = sandboxed_kernel(course, student, slug, dst_dir, sandbox, result, memory_limit)
@@ -160,16 +167,26 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
             result["cells"][grade_id(cell)] = {"score": score, "max": float(cell.metadata["nbgrader"]["points"]),
                                                "why": why}
     confirm_by_replay(course, student, slug, dst_dir / f"{slug}.ipynb", graded, graded_nb, result, cell_timeout)
-    zero_cells(course, student, slug, graded, graded_nb, cheat_voids(nb, result["cells"]), "Voided", result)
+    zero_cells(graded, graded_nb, cheat_voids(nb, result["cells"]), "Voided", result)
     result["seconds"] = round(time.time() - t0, 1)
     save_result(course, result)
     return result
 
 
+def private_gradebook(course: Path, student: str, slug: str) -> Path:
+    """A copy of the course's gradebook for this unit alone (read, never written, here)."""
+    import sqlite3
+    path = course / "units" / student / f".{slug}.gradebook.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with sqlite3.connect(f"file:{course / 'gradebook.db'}?mode=ro", uri=True) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    return path
+
+
 def finish_zero(course, student, slug, reason, result, t0, rebuilt=None):
-    """Every graded cell of this problem scores 0 with `reason`, in the gradebook and the autograded notebook."""
+    """Every graded cell of this problem scores 0 with `reason`, in the result and the autograded notebook."""
     import nbformat
-    from nbgrader.api import Gradebook
 
     result.update(status="zero", reason=reason)
     ran = course / "rebuilt" / student / slug / f"{slug}.ipynb"
@@ -191,15 +208,6 @@ def finish_zero(course, student, slug, reason, result, t0, rebuilt=None):
     out_dir = course / "autograded" / student / slug
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(out_dir / f"{slug}.ipynb"))
-    with DB_LOCK, Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        gb.update_or_create_student(student)
-        submission = gb.update_or_create_submission(slug, student)
-        for nbs in submission.notebooks:
-            for grade in nbs.grades:
-                grade.auto_score = 0.0
-                grade.manual_score = None
-                grade.needs_manual_grade = False
-        gb.db.commit()
     result["cells"] = {grade_id(c): {"score": 0.0, "max": float(c.metadata["nbgrader"]["points"]), "why": reason}
                        for c in source.cells if is_grade(c)}
     result["seconds"] = round(time.time() - t0, 1)

@@ -14,7 +14,9 @@ from .course import UsageError
 from .feedback import cmd_feedback
 from .release import cmd_release
 from .report import cmd_export, cmd_summary
-from .runner import cmd_autograde
+from .collect import cmd_collect
+from .runner import cmd_autograde, cmd_shard
+from .status import cmd_status
 from .sandboxing import DEFAULT_MEMORY_LIMIT, parse_size
 
 DESCRIPTION = "Grade the course: release, autograde every submission, feedback, grades CSV, summary table."
@@ -28,15 +30,16 @@ def cmd_all(args) -> int:
     worst = 0
     for step in (cmd_autograde, cmd_feedback, cmd_export, cmd_summary):
         rc = step(args)
-        if rc == 2:
-            return rc
+        if rc == 2 or (args.executor == "slurm" and args.no_wait):
+            return rc           # --no-wait: the results come later (`collect`, then `feedback`)
         worst = max(worst, rc)      # 1: some submissions failed; the others still get every step
     return worst
 
 
 def check_args(args):
     """Before any work: limits of 0 or less would switch a limit off or grade nothing; --to needs its folder."""
-    for opt in ("cell_timeout", "timeout", "jobs"):
+    for opt in ("cell_timeout", "timeout", "jobs", "jobs_per_gpu", "cpus_per_task", "time_per_unit", "max_parallel",
+                "shards_per_slot"):
         value = getattr(args, opt, None)
         if value is not None and value < 1:
             raise UsageError(f"--{opt.replace('_', '-')} {value}: must be at least 1")
@@ -70,6 +73,23 @@ def main(argv=None) -> int:
                               f"(default {DEFAULT_MEMORY_LIMIT}; a cgroup, else RLIMIT_DATA without a GPU)")
     grading.add_argument("--restore-deleted-tests", action="store_true",
                          help="run a deleted test cell from the source instead of scoring it 0")
+    where = grading.add_argument_group("where workers run (docs/instructor.md, 'Grading a large class')")
+    where.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="local: this machine (--jobs, --gpus); slurm: a job array through submitit")
+    where.add_argument("--gpus", metavar="all|0,1,3", help="local: one worker per GPU (and --jobs-per-gpu), "
+                                                          "pinned with CUDA_VISIBLE_DEVICES; replaces --jobs")
+    where.add_argument("--jobs-per-gpu", type=int, default=1, help="local with --gpus: workers per GPU (default 1)")
+    where.add_argument("--partition", help="slurm: the partition (default: the cluster's default)")
+    where.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per array task (default 0: CPU tier)")
+    where.add_argument("--cpus-per-task", type=int, default=2, help="slurm: CPUs per array task (default 2)")
+    where.add_argument("--time-per-unit", type=int, default=DEFAULT_TIMEOUT, metavar="S",
+                       help=f"slurm: seconds one unit may take; a task's time limit is this times its units "
+                            f"(default {DEFAULT_TIMEOUT}, the notebook limit)")
+    where.add_argument("--max-parallel", type=int, default=8, help="slurm: array tasks running at once (default 8)")
+    where.add_argument("--shards-per-slot", type=int, default=1,
+                       help="slurm: tasks per parallel slot; more, shorter tasks lose less to a failure (default 1)")
+    where.add_argument("--no-wait", action="store_true",
+                       help="slurm: return once submitted; `status` shows progress, `collect` builds the gradebook")
     p = sub.add_parser("release", parents=[common], help="build the course and register it in the gradebook")
     p.add_argument("--no-build", action="store_true", help="do not run tools/build_course.py first")
     p.set_defaults(fn=cmd_release)
@@ -84,8 +104,16 @@ def main(argv=None) -> int:
     p.add_argument("--rebuild", action="store_true", help="release again even if the course exists")
     p.add_argument("--to", type=Path, help="CSV path (default <course>/grades.csv)")
     p.set_defaults(fn=cmd_all)
+    sub.add_parser("status", parents=[common], help="the latest run: done / running / failed / queued, ETA") \
+        .set_defaults(fn=cmd_status)
+    p = sub.add_parser("collect", parents=[common], help="gradebook, grades CSV and summary from the results")
+    p.add_argument("--to", type=Path, help="CSV path (default <course>/grades.csv)")
+    p.set_defaults(fn=cmd_collect)
     p = sub.add_parser("_one", parents=[common, grading])   # internal: one submission, in a subprocess
     p.set_defaults(fn=cmd_one)
+    p = sub.add_parser("_shard", parents=[common, grading])   # internal: a Slurm task's units
+    p.add_argument("--units", required=True)
+    p.set_defaults(fn=cmd_shard)
     args = parser.parse_args(argv)
     args.course = args.course.resolve()
     # nbgrader shells out to `alembic` (gradebook migrations): the one next to this Python

@@ -1,14 +1,10 @@
-"""nbgrader's configuration for a course directory, and the lock around gradebook writes."""
+"""nbgrader's configuration for a course directory."""
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 from . import DEFAULT_CELL_TIMEOUT, REPO
-
-# grading threads (`--jobs`) write the same sqlite gradebook
-DB_LOCK = threading.Lock()
 
 
 def nbgrader_config(course: Path, cell_timeout: int = DEFAULT_CELL_TIMEOUT, submitted: str = "submitted"):

@@ -58,4 +58,4 @@ def confirm_by_replay(course, student, slug, rebuilt: Path, graded: Path, graded
         if not v["ok"]:
             failed[gid] = f"not confirmed when the grader replayed the recorded calls: {v['why']}"
     shutil.rmtree(records, ignore_errors=True)      # outputs of every call: large, and no longer needed
-    zero_cells(course, student, slug, graded, graded_nb, failed, "NotConfirmed", result)
+    zero_cells(graded, graded_nb, failed, "NotConfirmed", result)

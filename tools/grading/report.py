@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .audit import format_flag, inert, quoted
 from .course import refused, require_course, submissions
-from .results import load_result
+from .results import left_no_result, load_result, missing_reason
 
 
 def gradebook_scores(course: Path):
@@ -106,6 +106,15 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
         lines.append(row + f"{got_all:g}/{top_all:g}".rjust(10))
     if not people:
         lines.append("(no graded submissions yet: run `python tools/grade.py autograde`)")
+    units = submissions(course, assignments, students)
+    missing = [(st, a) for st, a in units if (st, a) not in results]
+    if missing:
+        lines += ["", "submissions without a result:"] + [f"  {st} {a}: {missing_reason(course, st, a)}"
+                                                          for st, a in missing]
+    stale = [(st, a) for st, a in units if (st, a) in results and left_no_result(course, st, a, results[(st, a)])]
+    if stale:
+        lines += ["", "units whose latest grading left no result (the table shows the one before):"] + \
+            [f"  {st} {a}: {missing_reason(course, st, a)}" for st, a in stale]
     not_graded = refused(course, assignments, students)
     if not_graded:
         lines += ["", "submission folders not graded (fix them, then autograde again):"] \

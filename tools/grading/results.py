@@ -95,3 +95,67 @@ def keep_feedback_notes(before, result):
     for note in before.get("notes", []):
         if note.startswith(FEEDBACK_NOTES) and note not in result.setdefault("notes", []):
             result["notes"].append(note)
+
+
+def release_digest(course: Path, slug: str) -> str:
+    """sha256 of the problem's source and release notebooks: a new release grades every submission again."""
+    import hashlib
+    h = hashlib.sha256()
+    for part in ("source", "release"):
+        f = course / part / slug / f"{slug}.ipynb"
+        h.update(f.read_bytes() if f.is_file() else b"")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# units: one (student, problem) each. A worker writes its unit's state when it starts and the signed
+# result when it ends; nothing else. The collector (collect.py) is the gradebook's one writer.
+
+
+def unit_state_path(course: Path, student: str, slug: str) -> Path:
+    return course / "units" / student / f"{slug}.json"
+
+
+def mark_started(course: Path, student: str, slug: str, run_id: str = ""):
+    """Where and when a worker took this unit: the summary's answer when no result follows."""
+    import socket
+    import time
+    p = unit_state_path(course, student, slug)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    env = os.environ
+    job = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}" if env.get("SLURM_ARRAY_JOB_ID") \
+        else env.get("SLURM_JOB_ID", "")         # an array task as squeue and scancel name it: 123_4
+    state = {"started": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "run_id": run_id,
+             "slurm_job": job}
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, p)
+
+
+def unit_state(course: Path, student: str, slug: str) -> dict:
+    try:
+        return json.loads(unit_state_path(course, student, slug).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def missing_reason(course: Path, student: str, slug: str) -> str:
+    """Why a submission has no result (or only one older than its last start): for the summary."""
+    import time
+    state = unit_state(course, student, slug)
+    if not state:
+        return "not graded yet: run `python tools/grade.py autograde`"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state["started"]))
+    job = f", Slurm job {state['slurm_job']}" if state.get("slurm_job") else ""
+    return (f"a worker took it at {when} on {state.get('host', '?')}{job} and left no result (it died, was "
+            f"cancelled, or is still running): the next `autograde` grades it")
+
+
+def left_no_result(course: Path, student: str, slug: str, result: dict) -> bool:
+    """A worker took this unit after its result was written, and wrote none (died, cancelled, running)."""
+    state = unit_state(course, student, slug)
+    try:
+        written = results_path(course, student, slug).stat().st_mtime
+    except OSError:
+        return False
+    return bool(state) and state.get("run_id") != result.get("run_id") and state["started"] > written

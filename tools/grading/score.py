@@ -37,13 +37,10 @@ def error_line(out) -> str:
     return failure_tool.cut(text, 300)
 
 
-def zero_cells(course, student, slug, graded, graded_nb, reasons: dict, ename: str, result):
-    """Graded cells `reasons` ({grade_id: why}) score 0: in the result, in the autograded notebook (an error
-    output, which the feedback shows) and in the gradebook."""
+def zero_cells(graded, graded_nb, reasons: dict, ename: str, result):
+    """Graded cells `reasons` ({grade_id: why}) score 0: in the result and in the autograded notebook (an
+    error output, which the feedback shows). The gradebook follows the result (collect.py)."""
     import nbformat
-    from nbgrader.api import Gradebook
-
-    from .nbgrader_setup import DB_LOCK
     if not reasons:
         return
     for gid, why in reasons.items():
@@ -53,12 +50,6 @@ def zero_cells(course, student, slug, graded, graded_nb, reasons: dict, ename: s
         if why:
             cell.outputs.append(nbformat.v4.new_output("error", ename=ename, evalue=why, traceback=[f"{ename}: {why}"]))
     nbformat.write(graded_nb, str(graded))
-    with DB_LOCK, Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for gid in reasons:
-            grade = gb.find_grade(gid, slug, slug, student)
-            grade.auto_score = 0.0
-            grade.manual_score = None
-        gb.db.commit()
 
 
 def save_autogrades_class():

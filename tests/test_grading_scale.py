@@ -1,0 +1,133 @@
+"""Grading a class on an engine instructors already run: a real single-node Slurm (Debian's slurm-wlm,
+started by tests/slurm_cluster.py) through submitit, against the local executor.
+
+A class of 6 students x 3 problems (a reference, a planted bug, a PyTorch cheat, a hang, an untouched
+release, a mix) is graded with `--executor local`, then again with `--executor slurm`: grades.csv is the
+same byte for byte. Then a run whose task is cancelled with scancel mid-run: `status` names the units it
+left, the summary says why they are missing, and the next run grades only those. Skips where Slurm cannot
+start here (not root and not installed); CI runs as root and installs it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nbgrader")
+pytest.importorskip("submitit")
+
+from slurm_cluster import SlurmCluster, SlurmStartError, SlurmUnavailable  # noqa: E402
+from test_grading import GRADE, P2, P3, REPO, _have, index_of, release, solved, submit  # noqa: E402
+
+pytestmark = pytest.mark.slow
+P1 = "p1_pytorch_flash_attention"
+
+CHEAT = ("def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):\n"
+         "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal)\n")
+HANG = "import time\nwhile True:\n    time.sleep(0.05)\n"
+LIMITS = ["--cell-timeout", "20", "--timeout", "300", "--jobs", "2"]
+
+
+def _grade(course, *args, env=None, timeout=900):
+    out = subprocess.run(GRADE + [args[0], "--course", str(course), *args[1:]], cwd=REPO, text=True,
+                         capture_output=True, timeout=timeout, env=env)
+    print(out.stdout[-4000:], out.stderr[-3000:])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def _class(course):
+    """6 students x 3 problems."""
+    bug = [("Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh",
+            "Q_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh")]
+    cheat = solved(course, P3)
+    cheat.cells.insert(index_of(cheat, "p3_kernel") + 3, __import__("nbformat").v4.new_code_cell(CHEAT))
+    hang = solved(course, P2)
+    hang.cells.insert(3, __import__("nbformat").v4.new_code_cell(HANG))    # interrupted after 20 s; the rest runs
+    plan = {
+        "ref": {P1: solved(course, P1), P2: solved(course, P2), P3: solved(course, P3)},
+        "bug": {P1: solved(course, P1), P2: release(course, P2), P3: solved(course, P3, p3_kernel=bug)},
+        "cheat": {P1: release(course, P1), P2: solved(course, P2), P3: cheat},
+        "hang": {P1: solved(course, P1), P2: hang, P3: release(course, P3)},
+        "empty": {P1: release(course, P1), P2: release(course, P2), P3: release(course, P3)},
+        "mix": {P1: solved(course, P1), P2: solved(course, P2), P3: release(course, P3)},
+    }
+    for student, nbs in plan.items():
+        for slug, nb in nbs.items():
+            submit(course, student, slug, nb)
+
+
+@pytest.mark.skipif(not all(_have(s) for s in (P1, P2, P3)), reason="Problems 1-3 are not built yet")
+def test_slurm_grades_like_local_and_a_cancelled_task_regrades_only_its_units(tmp_path):
+    course = tmp_path / "course"
+    _grade(course, "release", "--no-build", "-a", P1, "-a", P2, "-a", P3)
+    _class(course)
+    t0 = time.time()
+    local = _grade(course, "autograde", *LIMITS)
+    t_local = time.time() - t0
+    _grade(course, "export")
+    local_csv = (course / "grades.csv").read_bytes()
+    assert local.count("[") >= 18 and "ETA" in local, local            # a progress count and ETA on every unit
+
+    cluster = SlurmCluster(tmp_path / "slurm", partition="grading")
+    try:
+        cluster.start()
+    except SlurmStartError:
+        raise
+    except SlurmUnavailable as exc:
+        pytest.skip(f"no Slurm here: {exc}")
+    try:
+        env = cluster.env
+        slurm = [*LIMITS, "--executor", "slurm", "--partition", "grading", "--max-parallel", "2",
+                 "--cpus-per-task", "1", "--time-per-unit", "300"]
+        t0 = time.time()
+        out = _grade(course, "autograde", "--force", *slurm, env=env)
+        t_slurm = time.time() - t0
+        assert "submitted Slurm job array" in out, out
+        _grade(course, "export", env=env)
+        assert (course / "grades.csv").read_bytes() == local_csv
+        rows = (course / "grades.csv").read_text().splitlines()
+        assert len(rows) == 19 and any(r.startswith(f"ref,{P3},10,") for r in rows), rows
+        assert any(r.startswith(f"cheat,{P3},0,") for r in rows) and any(r.startswith(f"bug,{P3},8,") for r in rows)
+        print(f"18 units: local (2 jobs) {t_local:.0f} s, Slurm (2 tasks) {t_slurm:.0f} s")
+
+        # a run cut short: four changed submissions, two tasks of two units; the first task is cancelled
+        # while it grades its first unit
+        for student in ("ref", "bug", "mix", "empty"):
+            (course / "submitted" / student / P1 / "notes.txt").write_text("changed\n")
+        out = _grade(course, "autograde", *slurm, "--no-wait", env=env)
+        run = json.loads(sorted((course / "runs").glob("*.json"))[-1].read_text())
+        assert len(run["units"]) == 4 and len(run["tasks"]) == 2, run
+        first = run["tasks"][0]
+        state = course / "units" / first["units"][0][0] / f"{first['units'][0][1]}.json"
+        deadline = time.time() + 300
+        while not (state.is_file() and json.loads(state.read_text()).get("run_id") == run["run_id"]):
+            assert time.time() < deadline, cluster.logs()
+            time.sleep(0.5)
+        cluster.run(["scancel", first["task"]])
+        deadline = time.time() + 600
+        while True:
+            status = _grade(course, "status", env=env)
+            if "running 0" in status and "queued 0" in status:
+                break
+            assert time.time() < deadline, status
+            time.sleep(3)
+        assert "failed 2" in status and "done 2" in status, status
+        lost = {tuple(u) for u in first["units"]}
+        summary = _grade(course, "summary", env=env)
+        assert "latest grading left no result" in summary, summary
+        for student, slug in lost:
+            assert f"{student} {slug}: a worker took it at" in summary and f"Slurm job {first['task']}" in summary
+        out = _grade(course, "autograde", *LIMITS, env=env)
+        graded = {(ln.split()[0], ln.split()[1]) for ln in out.splitlines() if ln.startswith("  ") and "/" in ln}
+        assert graded == lost, (graded, lost, out)
+        _grade(course, "export", env=env)
+        assert (course / "grades.csv").read_bytes() == local_csv
+    finally:
+        cluster.stop()
+    assert not cluster.leftover_processes()
