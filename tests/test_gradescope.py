@@ -2,7 +2,8 @@
 here under a temporary root laid out as Gradescope does (source/, submission/, results/), in a fresh
 virtual environment, and grade what tests/test_grading.py grades with grade.py, to the same scores.
 
-Slow: setup.sh installs the CPU tier and the course's deps (1-2 min), then five gradings (~1 min each).
+test_gradescope_autograder is slow: setup.sh installs the CPU tier and the course's deps (1-2 min), then
+five gradings (under 1 min each). The others take a second.
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ pytest.importorskip("nbgrader")
 from test_grading import P3, P3_POINTS, _have, index_of, release, solved  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not _have(P3), reason="Problem 3 is not built yet")]
+sys.path.insert(0, str(REPO / "tools"))
+from grading.gradescope import LEAK_NOTICE, graded_cells, results_json, strip_solutions  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not _have(P3), reason="Problem 3 is not built yet")
 
 FULL = {k: float(v) for k, v in P3_POINTS.items()}
 ZERO = {k: 0.0 for k in P3_POINTS}
@@ -139,6 +143,7 @@ def course_nbs(tmp_path_factory):
     return course
 
 
+@pytest.mark.slow
 def test_gradescope_autograder(harness, course_nbs):
     root, env = harness
     c = course_nbs
@@ -174,3 +179,54 @@ def test_gradescope_autograder(harness, course_nbs):
     assert "cheating detected" in next(t for t in got["cheat"]["tests"] if t["name"].startswith("p3_basic"))["output"]
     assert all("2 notebooks" in t["output"] for t in got["two"]["tests"])
     assert "not graded" in got["two"]["output"]
+
+
+def test_results_json_visibility_and_leaks():
+    """Per cell: after_published when its test has a hidden part, else visible; outputs one line, cut, and
+    replaced when they show a hidden test line."""
+    hidden = "assert torch.allclose(secret_case(17), expected)  # a hidden check"
+    cell = lambda gid, src: nbformat.v4.new_code_cell(src, metadata={"nbgrader": {
+        "grade": True, "grade_id": gid, "points": 2, "locked": True, "solution": False}})
+    nb = nbformat.v4.new_notebook(cells=[
+        cell("p_open", "# an all-visible test\nassert f(1) == 2"),
+        cell("p_hidden", f"assert f(2) == 3\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS")])
+    cells = graded_cells(nb)
+    assert [(c["id"], c["hidden"], c["description"]) for c in cells] == \
+        [("p_open", False, "assert f(1) == 2"), ("p_hidden", True, "assert f(2) == 3")]
+    result = {"status": "graded", "cells": {
+        "p_open": {"score": 0.0, "max": 2.0, "why": "AssertionError: line one\nline two\x1b[31m" + "x" * 500},
+        "p_hidden": {"score": 0.0, "max": 2.0, "why": f"NameError: in   {hidden}  "}}}
+    res = results_json(cells, result, "", {hidden}, 3.7)
+    check = {t["name"].split(":")[0]: t for t in res["tests"]}
+    assert check["p_open"]["visibility"] == "visible" and check["p_hidden"]["visibility"] == "after_published"
+    assert res["visibility"] == "after_published" and res["stdout_visibility"] == "hidden"
+    out = check["p_open"]["output"]
+    assert out.startswith("AssertionError: line one line two") and "\n" not in out and "\x1b" not in out
+    assert len(out) <= 300
+    assert check["p_hidden"]["output"] == LEAK_NOTICE
+    # nothing graded: every test 0 with the reason
+    res = results_json(cells, None, "the autograder failed: boom", {hidden}, 1)
+    assert res["score"] == 0 and all(t["output"] == "the autograder failed: boom" for t in res["tests"])
+    assert res["visibility"] == "after_published"
+    res = results_json(cells[:1], {"status": "graded", "cells": {"p_open": {"score": 2.0, "max": 2.0, "why": ""}}},
+                       "", set(), 1)
+    assert res["visibility"] == "visible" and res["tests"][0]["output"] == "passed" and res["score"] == 2.0
+
+
+def test_zip_source_has_no_solutions():
+    """The zip's source notebook: solution regions emptied, hidden tests kept, the same release from it."""
+    src = nbformat.read(str(REPO / "notebooks" / P3 / f"{P3}.ipynb"), as_version=4)
+    rel = nbformat.read(str(REPO / "release" / P3 / f"{P3}.ipynb"), as_version=4)
+    stripped = strip_solutions(src, rel)      # raises if nbgrader would release it differently
+    solution = set()
+    for c in src.cells:
+        inside = False
+        for ln in c.source.split("\n"):
+            if "BEGIN SOLUTION" in ln or "END SOLUTION" in ln:
+                inside = "BEGIN" in ln
+            elif inside and ln.strip():
+                solution.add(ln.strip())
+    assert solution
+    text = "\n".join(c.source for c in stripped.cells)
+    assert not [ln for ln in solution if ln in {x.strip() for x in text.split("\n")}]
+    assert text.count("BEGIN HIDDEN TESTS") == sum(c.source.count("BEGIN HIDDEN TESTS") for c in src.cells) > 0
