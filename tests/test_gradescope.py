@@ -230,3 +230,17 @@ def test_zip_source_has_no_solutions():
     text = "\n".join(c.source for c in stripped.cells)
     assert not [ln for ln in solution if ln in {x.strip() for x in text.split("\n")}]
     assert text.count("BEGIN HIDDEN TESTS") == sum(c.source.count("BEGIN HIDDEN TESTS") for c in src.cells) > 0
+
+
+def test_run_autograder_without_its_environment(tmp_path):
+    """When the harness cannot even start, run_autograder still writes a results.json (score 0, the reason),
+    replacing whatever was there."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "results.json").write_text('{"score": 10}')
+    env = dict(os.environ, AUTOGRADER_ROOT=str(tmp_path), GRADESCOPE_VENV=str(tmp_path / "no-venv"))
+    out = subprocess.run(["bash", str(REPO / "tools" / "gradescope" / "run_autograder")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    res = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert res["score"] == 0 and res["tests"] == [] and "autograder failed (exit 127)" in res["output"]
+    assert res["stdout_visibility"] == "hidden"
