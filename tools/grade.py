@@ -22,6 +22,7 @@ Commands (run from the repository root; `--course` defaults to ./course, which g
     python tools/grade.py export                  course/grades.csv (nbgrader) + course/grades_cells.csv
     python tools/grade.py summary                 student x problem table, failures named
     python tools/grade.py all                     release (if needed), autograde, feedback, export, summary
+    python tools/grade.py gradescope -a SLUG      one problem's autograder.zip for Gradescope
 
 The work is done by the package tools/grading/ (one module per job, listed in its __init__.py);
 this file is the entry point that the kernelspec, the `_one` subprocess and the tests run by path.

@@ -17,6 +17,7 @@
     status          `status`: the latest run's units done / running / failed / queued, ETA
     feedback        `feedback`: HTML without hidden tests, checked for leaks
     report          `export` and `summary`, from the signed results
+    gradescope      `gradescope`: one problem's autograder.zip, and the harness run_autograder runs there
     cli             the command line
 
 Imported as `grading` with tools/ on sys.path (how tools/grade.py runs) or as `tools.grading`.

@@ -12,6 +12,7 @@ from . import DEFAULT_CELL_TIMEOUT, DEFAULT_COURSE, DEFAULT_TIMEOUT, REPO
 from .autograde_one import cmd_one
 from .course import UsageError
 from .feedback import cmd_feedback
+from .gradescope import GS_CELL_TIMEOUT, GS_MEMORY_LIMIT, GS_TIMEOUT, cmd_gradescope, cmd_gradescope_run
 from .release import cmd_release
 from .report import cmd_export, cmd_summary
 from .collect import cmd_collect
@@ -114,6 +115,19 @@ def main(argv=None) -> int:
     p = sub.add_parser("_shard", parents=[common, grading])   # internal: a Slurm task's units
     p.add_argument("--units", required=True)
     p.set_defaults(fn=cmd_shard)
+    p = sub.add_parser("gradescope", help="one problem's autograder.zip for Gradescope (docs/instructor.md)")
+    p.add_argument("--assignment", "-a", action="append", help="the problem slug (exactly one)")
+    p.add_argument("--out", type=Path, help="folder for autograder.zip (default build/gradescope/<slug>/)")
+    p.add_argument("--cell-timeout", type=int, default=GS_CELL_TIMEOUT,
+                   help=f"seconds one cell may run on Gradescope (default {GS_CELL_TIMEOUT})")
+    p.add_argument("--timeout", type=int, default=GS_TIMEOUT,
+                   help=f"seconds one notebook may take on Gradescope (default {GS_TIMEOUT}; keep it under the "
+                        f"assignment's autograder timeout, 10 minutes unless raised)")
+    p.add_argument("--memory-limit", default=GS_MEMORY_LIMIT, metavar="SIZE",
+                   help=f"memory of the grading kernel on Gradescope (default {GS_MEMORY_LIMIT}; 0: no limit)")
+    p.set_defaults(fn=cmd_gradescope, course=DEFAULT_COURSE)
+    # internal: what run_autograder runs on Gradescope (settings from the environment, see gradescope.py)
+    sub.add_parser("_gradescope_run").set_defaults(fn=cmd_gradescope_run, course=DEFAULT_COURSE)
     args = parser.parse_args(argv)
     args.course = args.course.resolve()
     # nbgrader shells out to `alembic` (gradebook migrations): the one next to this Python

@@ -185,17 +185,20 @@ def cmd_feedback(args) -> int:
 
 def hidden_secrets(course: Path) -> dict:
     """{slug: hidden test lines a student must never see} (lines the release shows anyway excluded)."""
-    secret = {}
-    for slug in find_assignments(course):
-        lines = set()
-        for c in read_nb(course / "source" / slug / f"{slug}.ipynb").cells:
-            if is_grade(c):
-                lines |= {ln for ln in hidden_lines(c.source) if len(ln) > 12}
-        # a hidden line that the release shows anyway (e.g. `autograder.check(1, fn, cases=[`) is no secret
-        release = read_nb(course / "release" / slug / f"{slug}.ipynb")
-        public = {ln for c in release.cells for ln in nonblank_lines(c.source)}
-        secret[slug] = lines - public
-    return secret
+    return {slug: secret_lines(read_nb(course / "source" / slug / f"{slug}.ipynb"),
+                               read_nb(course / "release" / slug / f"{slug}.ipynb"))
+            for slug in find_assignments(course)}
+
+
+def secret_lines(source, release) -> set:
+    """The hidden test lines of a source notebook that its release does not show anyway."""
+    lines = set()
+    for c in source.cells:
+        if is_grade(c):
+            lines |= {ln for ln in hidden_lines(c.source) if len(ln) > 12}
+    # a hidden line that the release shows anyway (e.g. `autograder.check(1, fn, cases=[`) is no secret
+    public = {ln for c in release.cells for ln in nonblank_lines(c.source)}
+    return lines - public
 
 
 def verify_feedback(course: Path, secrets_by_slug: dict = None) -> list:
