@@ -30,7 +30,7 @@ P1 = "p1_pytorch_flash_attention"
 CHEAT = ("def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):\n"
          "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal)\n")
 HANG = "import time\nwhile True:\n    time.sleep(0.05)\n"
-LIMITS = ["--cell-timeout", "20", "--timeout", "300", "--jobs", "2"]
+LIMITS = ["--cell-timeout", "20", "--timeout", "300", "--jobs", "2", "--memory-limit", "4G"]
 
 
 def _grade(course, *args, env=None, timeout=900):
@@ -131,3 +131,27 @@ def test_slurm_grades_like_local_and_a_cancelled_task_regrades_only_its_units(tm
     finally:
         cluster.stop()
     assert not cluster.leftover_processes()
+
+
+@pytest.mark.skipif(not _have(P2), reason="Problem 2 is not built yet")
+def test_gpus_pin_one_worker_per_gpu(tmp_path):
+    """`--gpus 0,1`: two workers, each unit's kernel sees only its slot's GPU (CUDA_VISIBLE_DEVICES); on a
+    machine without GPUs the CPU tier runs, which is enough to see the pinning."""
+    import re
+
+    import nbformat
+    from test_grading import _outputs, _run
+    course = tmp_path / "course"
+    _grade(course, "release", "--no-build", "-a", P2)
+    for student in ("a", "b", "c"):
+        nb = release(course, P2)
+        nb.cells.insert(3, nbformat.v4.new_code_cell("import os\nprint('CVD', os.environ.get('CUDA_VISIBLE_DEVICES'))"))
+        submit(course, student, P2, nb)
+    out = _grade(course, "autograde", "--gpus", "0,1", "--tier", "cpu", "--cell-timeout", "60")
+    slots = dict(re.findall(r"^\s+(\w)\s+p2_triton_basics.*\[GPU (\d)\]", out, re.M))
+    assert sorted(slots) == ["a", "b", "c"] and set(slots.values()) == {"0", "1"}, out
+    for student, gpu in slots.items():
+        assert f"CVD {gpu}" in _outputs(course, student, P2)
+    for bad in ("x", "0,a", ""):
+        rc, text = _run(course, "autograde", "--force", "--gpus", bad)
+        assert rc == 2 and len(text.strip().splitlines()) == 1 and "--gpus" in text, (bad, text)

@@ -121,7 +121,7 @@ class Progress:
 
 def gpu_slots(spec, per_gpu: int) -> list:
     """['0', '0', '1', '1', ...]: one worker slot per GPU and job, from `--gpus all|0,1,3`."""
-    if not spec:
+    if spec is None:
         return []
     if spec == "all":
         try:
@@ -187,7 +187,7 @@ def cmd_autograde(args) -> int:
     if warning:
         print(f"grade: WARNING: {warning}", file=sys.stderr)
     run_id = new_run_id()
-    where = {"local": (f"{len(gpu_slots(args.gpus, args.jobs_per_gpu))} GPU slot(s)" if args.gpus
+    where = {"local": (f"{len(gpu_slots(args.gpus, args.jobs_per_gpu))} GPU slot(s)" if args.gpus is not None
                        else f"{args.jobs} at a time")}.get(args.executor, f"Slurm partition {args.partition or 'default'}")
     print(f"autograding {len(todo)} submission(s), {where}; cell timeout {args.cell_timeout} s, "
           f"notebook limit {args.timeout} s; sandbox: {args.sandbox}; run {run_id}")
