@@ -246,10 +246,15 @@ subprocess.Popen(["setsid", "sh", "-c", "while true; do date +%s%N > beat.txt; t
                   "sleep 0.2; done"], start_new_session=True)
 '''
 
-BROADCAST = r'''
+# a Triton launch that does nothing: the cheats below launch it so that "no kernel launched" is not what
+# catches them
+NOOP_KERNEL = r'''
 @triton.jit
 def _noop(X):
     pass
+'''
+
+BROADCAST = NOOP_KERNEL + r'''
 
 
 def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
@@ -525,10 +530,7 @@ for d in {dirs!r}:
         pass
 '''
 
-KEYLOOP = r'''
-@triton.jit
-def _noop(X):
-    pass
+KEYLOOP = NOOP_KERNEL + r'''
 
 
 def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):
@@ -551,13 +553,8 @@ def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_siz
     return (acc / l).to(q.dtype)
 '''
 
-MODES_OFF = r'''
+MODES_OFF = NOOP_KERNEL + r'''
 from torch.utils._python_dispatch import _disable_current_modes
-
-
-@triton.jit
-def _noop(X):
-    pass
 
 
 def flash_attention_forward(q, k, v, is_causal=False, window_size=None, sink_size=None):

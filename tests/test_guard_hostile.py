@@ -108,7 +108,7 @@ def test_replacing_the_guard_is_refused():
 
 
 def test_strict_guard_is_not_switched_off_either():
-    x = torch.randn(64)
+    x = torch.randn(64, device=autograder.DEVICE)
     with tb.StrictGuard() as g:
         with torch._C._DisableTorchDispatch():
             x + 1
@@ -128,13 +128,14 @@ def _online_softmax(block):
         _noop_kernel[(1,)](q)
         B, H, N, D = q.shape
         qf, kf, vf = q.float(), k.float(), v.float()
-        m = torch.full((B, H, N), -math.inf)
-        l, acc, rows = torch.zeros(B, H, N), torch.zeros(B, H, N, D), torch.arange(N)
+        dev = q.device
+        m = torch.full((B, H, N), -math.inf, device=dev)
+        l, acc, rows = torch.zeros(B, H, N, device=dev), torch.zeros(B, H, N, D, device=dev), torch.arange(N, device=dev)
         for j in range(0, N, block):
             kb, vb = kf[:, :, j:j + block], vf[:, :, j:j + block]
             s = (qf[:, :, :, None, :] * kb[:, :, None, :, :]).sum(-1) / math.sqrt(D)
             if is_causal:
-                s = s.masked_fill(rows[:, None] < torch.arange(j, j + kb.shape[2])[None, :], -math.inf)
+                s = s.masked_fill(rows[:, None] < torch.arange(j, j + kb.shape[2], device=dev)[None, :], -math.inf)
             m_new = torch.maximum(m, s.amax(-1))
             alpha, p = torch.exp(m - m_new), torch.exp(s - m_new[..., None])
             l = l * alpha + p.sum(-1)
@@ -146,7 +147,10 @@ def _online_softmax(block):
 
 @pytest.mark.parametrize("block", [1, 16])
 def test_online_softmax_in_pytorch_is_refused(block):
-    fails(4, _online_softmax(block), "computed attention with PyTorch operations", "of the attention's work")
+    if block == 1 or autograder.TIER == "cpu":
+        fails(4, _online_softmax(block), "computed attention with PyTorch operations", "of the attention's work")
+    else:   # the GPU's N=512 makes a 16-key block's product 16 x the inputs: the size rule refuses it first
+        fails(4, _online_softmax(block), "the full score matrix")
 
 
 # -- honest wrappers stay under the budget ---------------------------------------------------------
@@ -177,9 +181,9 @@ def test_backward_preparation_is_under_budget(shape):
     with Guard(True, N, poison=False, inputs=(q, k, v), mask={"is_causal": True}, backward=True) as g:
         delta = (o.float() * do.float()).sum(-1)
         dq = torch.zeros_like(q, dtype=torch.float32)
-        dk = torch.zeros(B, Hq, N, D).view(B, Hkv, Hq // Hkv, N, D).sum(2)
-        dv = torch.zeros(B, Hq, N, D).view(B, Hkv, Hq // Hkv, N, D).sum(2)
-        lse = torch.zeros(B, Hq, N) * 1.4426950408889634
+        dk = torch.zeros(B, Hq, N, D, device=q.device).view(B, Hkv, Hq // Hkv, N, D).sum(2)
+        dv = torch.zeros(B, Hq, N, D, device=q.device).view(B, Hkv, Hq // Hkv, N, D).sum(2)
+        lse = torch.zeros(B, Hq, N, device=q.device) * 1.4426950408889634
         for t in (q, k, v, o, do):
             t.contiguous().float()
         dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), delta + lse
