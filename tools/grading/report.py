@@ -107,14 +107,17 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
     if not people:
         lines.append("(no graded submissions yet: run `python tools/grade.py autograde`)")
     units = submissions(course, assignments, students)
+    from .runner import latest_run
+    run = latest_run(course)
     missing = [(st, a) for st, a in units if (st, a) not in results]
     if missing:
-        lines += ["", "submissions without a result:"] + [f"  {st} {a}: {missing_reason(course, st, a)}"
+        lines += ["", "submissions without a result:"] + [f"  {st} {a}: {missing_reason(course, st, a, run)}"
                                                           for st, a in missing]
-    stale = [(st, a) for st, a in units if (st, a) in results and left_no_result(course, st, a, results[(st, a)])]
+    stale = [(st, a) for st, a in units
+             if (st, a) in results and left_no_result(course, st, a, results[(st, a)], run)]
     if stale:
         lines += ["", "units whose latest grading left no result (the table shows the one before):"] + \
-            [f"  {st} {a}: {missing_reason(course, st, a)}" for st, a in stale]
+            [f"  {st} {a}: {missing_reason(course, st, a, run)}" for st, a in stale]
     not_graded = refused(course, assignments, students)
     if not_graded:
         lines += ["", "submission folders not graded (fix them, then autograde again):"] \

@@ -139,20 +139,30 @@ def unit_state(course: Path, student: str, slug: str) -> dict:
         return {}
 
 
-def missing_reason(course: Path, student: str, slug: str) -> str:
-    """Why a submission has no result (or only one older than its last start): for the summary."""
+def missing_reason(course: Path, student: str, slug: str, run: dict = None) -> str:
+    """Why a unit has no result from its latest grading: for the summary. `run`: the latest run's record
+    (course/runs/), which names the Slurm task a unit was dealt to."""
     import time
     state = unit_state(course, student, slug)
-    if not state:
-        return "not graded yet: run `python tools/grade.py autograde`"
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state["started"]))
-    job = f", Slurm job {state['slurm_job']}" if state.get("slurm_job") else ""
-    return (f"a worker took it at {when} on {state.get('host', '?')}{job} and left no result (it died, was "
-            f"cancelled, or is still running): the next `autograde` grades it")
+    task = next((t["task"] for t in (run or {}).get("tasks", []) if [student, slug] in t["units"]), None)
+    in_run = run is not None and [student, slug] in run.get("units", [])
+    where = f" (Slurm job {task})" if task else ""
+    if state and (not in_run or state.get("run_id") == run["run_id"]):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state["started"]))
+        job = f", Slurm job {state['slurm_job']}" if state.get("slurm_job") else ""
+        return (f"a worker took it at {when} on {state.get('host', '?')}{job} and left no result (it died, was "
+                f"cancelled, or is still running): the next `autograde` grades it")
+    if in_run:
+        return (f"run {run['run_id']}{where} has no result for it: its task ended first (cancelled, failed, out of "
+                f"time) or has not reached it yet; the next `autograde` grades it")
+    return "not graded yet: run `python tools/grade.py autograde`"
 
 
-def left_no_result(course: Path, student: str, slug: str, result: dict) -> bool:
-    """A worker took this unit after its result was written, and wrote none (died, cancelled, running)."""
+def left_no_result(course: Path, student: str, slug: str, result: dict, run: dict = None) -> bool:
+    """The unit's latest grading wrote no result: a worker took it after its result was written, or the
+    latest run was given it and has none from it."""
+    if run is not None and [student, slug] in run.get("units", []) and result.get("run_id") != run["run_id"]:
+        return True
     state = unit_state(course, student, slug)
     try:
         written = results_path(course, student, slug).stat().st_mtime
