@@ -10,11 +10,8 @@ start here (not root and not installed); CI runs as root and installs it.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 

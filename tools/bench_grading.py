@@ -40,7 +40,7 @@ def sh(args, env=None, timeout=7200):
     return out.stdout
 
 
-def make_class(course: Path, units: int) -> int:
+def make_class(course: Path, units: int, mix: str = "class") -> int:
     from test_grading import release, solved, submit
     sh(["release", "--course", str(course), "--no-build", *[a for p in PROBLEMS for a in ("-a", p)]])
     bug = {"p3_flash_attention_forward": {"p3_kernel": [
@@ -49,7 +49,7 @@ def make_class(course: Path, units: int) -> int:
     students = -(-units // len(PROBLEMS))
     for i in range(students):
         for slug in PROBLEMS:
-            kind = i % 3
+            kind = i % 3 if mix == "class" else 1     # `release`: every unit an untouched release (fastest)
             nb = solved(course, slug) if kind == 0 else release(course, slug) if kind == 1 else \
                 solved(course, slug, **bug.get(slug, {}))
             submit(course, f"s{i:03d}", slug, nb)
@@ -73,13 +73,15 @@ def main() -> int:
     ap.add_argument("--units", type=int, default=48, help="at least this many units (default 48)")
     ap.add_argument("--slurm", action="store_true", help="also through a single-node Slurm on this machine")
     ap.add_argument("--gpus", help="also on these GPUs (all|0,1,...), one worker each")
+    ap.add_argument("--mix", choices=("class", "release"), default="class",
+                    help="class: a third references, releases, planted bugs; release: untouched releases only")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         course = Path(tmp) / "course"
-        n = make_class(course, a.units)
-        print(f"a class of {n} units on {', '.join(PROBLEMS)}", flush=True)
+        n = make_class(course, a.units, a.mix)
+        print(f"a class of {n} units ({a.mix}) on {', '.join(PROBLEMS)}", flush=True)
         limits = ["--cell-timeout", "120", "--timeout", "600"]
         for jobs in (1, 2):
             rows.append(measure(course, "local", jobs, [*limits, "--jobs", str(jobs)]))
