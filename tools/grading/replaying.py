@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import REPO
 from ._tools import course_format, replay_tool
-from .cells import grade_id, is_grade
+from .cells import is_grade
 from .sandboxing import KERNEL_ENV
 from .score import zero_cells
 
