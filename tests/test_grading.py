@@ -656,21 +656,14 @@ def test_hostile_class_round_two(tmp_path):
                         nbformat.v4.new_code_cell(FINDER.format(dirs=dirs + ["/run/lock", "/var/lock"], token=token)))
         submit(course, "finder", P3, nb)
         submit(course, "finder2", P3, nb)        # the second one must not see what the first one left
-        keyloop = solved(course, P4)
-        keyloop.cells.insert(index_of(keyloop, "p4_kernel") + 3, nbformat.v4.new_code_cell(KEYLOOP))
-        submit(course, "keyloop", P4, keyloop)
-        modes = solved(course, P7)
-        modes.cells.insert(index_of(modes, "p7_kernel") + 3, nbformat.v4.new_code_cell(MODES_OFF))
-        submit(course, "modesoff", P7, modes)
-        dense = solved(course, P8)
-        dense.cells.insert(index_of(dense, "p8_basic"), nbformat.v4.new_code_cell(DENSE_BACKWARD))
-        submit(course, "densebwd", P8, dense)
-        forger = solved(course, P3)
-        forger.cells.insert(index_of(forger, "p3_kernel") + 3, nbformat.v4.new_code_cell(FORGER))
-        submit(course, "forger", P3, forger)
-        bomb = solved(course, P3)
-        bomb.cells.insert(index_of(bomb, "p3_kernel") + 1, nbformat.v4.new_code_cell(MEMBOMB))
-        submit(course, "membomb", P3, bomb)
+        for student, slug, after, offset, source in (("keyloop", P4, "p4_kernel", 3, KEYLOOP),
+                                                      ("modesoff", P7, "p7_kernel", 3, MODES_OFF),
+                                                      ("densebwd", P8, "p8_basic", 0, DENSE_BACKWARD),
+                                                      ("forger", P3, "p3_kernel", 3, FORGER),
+                                                      ("membomb", P3, "p3_kernel", 1, MEMBOMB)):
+            nb = solved(course, slug)      # the reference, with a cell of the student's own after `after`
+            nb.cells.insert(index_of(nb, after) + offset, nbformat.v4.new_code_cell(source))
+            submit(course, student, slug, nb)
 
         rc, out = _run(course, "autograde", "--jobs", "2", "--cell-timeout", "240", "--memory-limit", "2G")
         assert rc == 0, out
