@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .audit import format_flag, inert, quoted
 from .course import refused, require_course, submissions
-from .results import left_no_result, load_result, missing_reason
+from .results import latest_run, left_no_result, load_result, missing_reason
 
 
 def gradebook_scores(course: Path):
@@ -107,7 +107,6 @@ def summary_table(course: Path, students=None, assignments=None) -> str:
     if not people:
         lines.append("(no graded submissions yet: run `python tools/grade.py autograde`)")
     units = submissions(course, assignments, students)
-    from .runner import latest_run
     run = latest_run(course)
     missing = [(st, a) for st, a in units if (st, a) not in results]
     if missing:

@@ -169,3 +169,20 @@ def left_no_result(course: Path, student: str, slug: str, result: dict, run: dic
     except OSError:
         return False
     return bool(state) and state.get("run_id") != result.get("run_id") and state["started"] > written
+
+
+# ---------------------------------------------------------------------------------------------
+# runs: a grading run's record (course/runs/<run>.json), what `status` and `summary` read
+
+
+def save_run(course: Path, run: dict):
+    d = course / "runs"
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{run['run_id']}.json.tmp"
+    tmp.write_text(json.dumps(run, indent=1))
+    os.replace(tmp, d / f"{run['run_id']}.json")
+
+
+def latest_run(course: Path):
+    runs = sorted((course / "runs").glob("*.json")) if (course / "runs").is_dir() else []
+    return json.loads(runs[-1].read_text()) if runs else None

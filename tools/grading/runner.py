@@ -4,6 +4,7 @@ the collector (collect.py) writes the gradebook. Where workers run is the execut
 machine (`--jobs`), every GPU of the node (`--gpus`), or a Slurm job array through submitit (slurm.py)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from .audit import quoted
 from .autograde_one import RUN_ID, finish_zero
 from .course import UsageError, refused, require_course, submissions
 from .collect import sync_gradebook
-from .results import keep_feedback_notes, load_result, release_digest, save_result, submission_digest
+from .results import keep_feedback_notes, load_result, release_digest, save_result, save_run, submission_digest
 from .sandboxing import choose_sandbox, kill_marked, kill_tree, plan_file, release_memory
 
 
@@ -206,28 +207,8 @@ def cmd_autograde(args) -> int:
     return 1 if not_graded else 0
 
 
-# ---------------------------------------------------------------------------------------------
-# runs: what `status` reads while workers grade
-
-
-def save_run(course: Path, run: dict):
-    import json
-    d = course / "runs"
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{run['run_id']}.json.tmp"
-    tmp.write_text(json.dumps(run, indent=1))
-    os.replace(tmp, d / f"{run['run_id']}.json")
-
-
-def latest_run(course: Path):
-    import json
-    runs = sorted((course / "runs").glob("*.json")) if (course / "runs").is_dir() else []
-    return json.loads(runs[-1].read_text()) if runs else None
-
-
 def cmd_shard(args) -> int:
     """`grade.py _shard --units FILE`: a Slurm task's share of a run, one unit after the other."""
-    import json
     spec = json.loads(Path(args.units).read_text())
     args.sandbox = choose_sandbox(args.sandbox)[0]
     for student, slug in spec["units"]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import GRADE_SCRIPT, REPO
 from .course import UsageError
-from .results import load_result
+from .results import load_result, save_run
 
 POLL_S = 5
 
@@ -43,7 +43,7 @@ def slurm_autograde(course: Path, todo: list, args, run_id: str) -> int:
         import submitit
     except ImportError:
         raise UsageError("--executor slurm needs submitit: pip install submitit (or `pip install -e '.[course]'`)")
-    from .runner import Progress, save_run, unit_line
+    from .runner import Progress, unit_line
     n = min(len(todo), args.max_parallel * max(1, args.shards_per_slot))
     shards = _shards(todo, n)
     folder = course / "slurm" / run_id

@@ -5,7 +5,7 @@ import os
 import time
 
 from .course import require_course
-from .results import load_result, unit_state
+from .results import latest_run, load_result, unit_state
 
 
 def _alive(pid) -> bool:
@@ -67,7 +67,6 @@ def run_status(course, run: dict) -> dict:
 
 
 def cmd_status(args) -> int:
-    from .runner import latest_run
     course = args.course
     require_course(course, gradebook=False)
     run = latest_run(course)
