@@ -10,7 +10,6 @@ summed over the query-head group, the backward loops' window bounds transposed, 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -19,7 +18,7 @@ import torch
 from . import device, problems, record
 from .cases import Case
 from .check import CaseResult, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
-from .diagnose import locate, whole_output_hypotheses
+from .diagnose import locate, stride_mixup, whole_output_hypotheses
 from .failure import Failure
 from .guard import POISON, Guard
 from .masks import attention_mask, dense_mask
@@ -63,9 +62,9 @@ def attention64(q, k, v, visible, sink_logits=None):
 
 
 def make_inputs(case: Case, problem: int):
-    """q, k, v, dO (dO in the case's layout too) and the sink logits (or None)."""
+    """q, k, v, dO (each in its layout: `Case.layout_of`) and the sink logits (or None)."""
     q, k, v = case.make_inputs()
-    do = dataclasses.replace(case, seed=case.seed + 7919, Hkv=case.Hq, spread=1.0).make_inputs()[0]
+    do = case.make_grad_output()
     sink = None
     if problems.get(problem).sink_logits and case.sink_logits:
         gen = torch.Generator().manual_seed(case.seed + 31)
@@ -246,6 +245,7 @@ def _run(problem, fn, case, q, k, v, do, sink):
                     "the output does not require grad, so autograd cannot call your "
                     "backward: return FlashAttention.apply(...) (a torch.autograd.Function), and do not "
                     "detach or compute the output under torch.no_grad().", check=f"Problem {problem}"))
+            guard.backward_phase()
             grads = torch.autograd.grad(out, leaves, do, allow_unused=True)
             if device.TIER == "gpu":
                 torch.cuda.synchronize()
@@ -270,11 +270,9 @@ def check_backward_case(problem: int, fn, case: Case):
     ref = reference_grads(q, k, v, do, case, sink)
     before = [t.clone() for t in (q, k, v, do)]
     out, grads, guard, seconds = _run(problem, fn, case, q, k, v, do, sink)
-    cheat = guard.cheat_message()
-    if cheat:
-        _fail(case, problem, "cheating detected: " + cheat + " (forward and backward are both graded)")
-    if guard.memory_error:
-        _fail(case, problem, guard.memory_error)
+    refused = guard.verdict(cheat_note=" (forward and backward are both graded)")
+    if refused:
+        _fail(case, problem, refused)
     for name, t0, t in zip(("q", "k", "v", "dO"), before, (q, k, v, do)):
         if not torch.equal(t0, t):
             _fail(case, problem, f"your function modified {name}: write gradients into new tensors.")
@@ -284,6 +282,8 @@ def check_backward_case(problem: int, fn, case: Case):
     if bad.any() or not torch.isfinite(out).all():
         where, hints = locate(bad | ~torch.isfinite(out), out.shape)
         why = whole_output_hypotheses(q, k, v, out, case, atol, rtol) if sink is None else None
+        if not why and case.layout != "contiguous":
+            why = _layout_hint(problem, fn, case, q, k, v, do, sink, GRAD_TOLERANCES[case.resolved_dtype])
         _fail(case, problem, f"the forward output O is wrong ({where}): fix the forward before the gradients.",
               ([why] if why else []) + hints, where)
     tol = GRAD_TOLERANCES[case.resolved_dtype]
@@ -385,16 +385,24 @@ def _location_hints(bad_at, case):
 def _layout_hint(problem, fn, case, q, k, v, do, sink, tol):
     """A failure on strided inputs: blame the strides only when contiguous copies of the same inputs
     pass; otherwise this case merely showed a mistake made elsewhere first."""
-    qc, kc, vc, doc = (t.detach().contiguous() for t in (q, k, v, do))
+    ref = reference_grads(q, k, v, do, case, sink)
+    atol, rtol = TOLERANCES[case.resolved_dtype]
+
+    def passes(t):
+        out, grads, _, _ = _run(problem, fn, case, *(t[n].detach() for n in ("q", "k", "v", "do")), sink)
+        return bool((out.double() - ref["o"]).abs().le(atol + rtol * ref["o"].abs()).all()) \
+            and all(_close(g.double(), ref[n], tol) for n, g in grads.items())
     try:
-        _, grads, _, _ = _run(problem, fn, case, qc, kc, vc, doc, sink)
-        ref = reference_grads(qc, kc, vc, doc, case, sink)
-        contiguous_ok = all(_close(g.double(), ref[n], tol) for n, g in grads.items())
+        contiguous_ok = passes({n: t.contiguous() for n, t in zip(("q", "k", "v", "do"), (q, k, v, do))})
     except Exception:   # noqa: BLE001 - failing on contiguous inputs is an answer too
         contiguous_ok = False
     if not contiguous_ok:
         return ("the gradients are wrong for contiguous copies of these inputs too, so the strides are not "
                 "(only) to blame: check the math of the tile steps, the masks and the loop bounds.")
+    mixup = stride_mixup(case, dict(zip(("q", "k", "v", "do"), (q, k, v, do))), passes) \
+        if case.layout == "mixed" else None
+    if mixup:
+        return mixup
     return (f"this case's q, k, v and dO are strided views ({case.layout} layout) and contiguous copies pass: "
             "address every tensor with its own strides, dO and the gradients included.")
 
@@ -522,6 +530,7 @@ def backward_cases(problem: int, tier: str = None):
             _c("layout", 2, 2, 2, 24, 16, layout="bnhd", seed=7, **ck),
             _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, is_causal=False),
             _c("layout", 1, 2, 1, 20, 16, layout="bhdn", seed=16, **ck),
+            _c("layout", 1, 2, 2, 29, 16, layout="mixed", seed=17, **ck),   # q, k, v, dO: four layouts
             _c("headdim", 1, 1, 1, 23, 64, seed=9, **ck),
             _c("gqa", 1, 4, 2, 37, 16, seed=10, **ck),
             _c("gqa", 2, 4, 1, 20, 16, seed=11, layout="bnhd", **ck),
@@ -538,10 +547,12 @@ def backward_cases(problem: int, tier: str = None):
             _c("layout", 2, 4, 4, 333, 64, layout="bnhd", seed=7, **ck),
             _c("layout", 1, 2, 2, 300, 64, layout="padded", seed=8, is_causal=False),
             _c("layout", 1, 2, 2, 200, 64, layout="bhdn", seed=16, **ck),
+            _c("layout", 2, 4, 4, 385, 64, layout="mixed", seed=17, **ck),
             _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
             _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
             _c("headdim", 1, 4, 4, 2048, 128, seed=11, **ck),
             _c("gqa", 2, 8, 2, 1000, 64, seed=12, **ck),
+            _c("gqa", 1, 8, 2, 700, 128, seed=18, layout="mixed", **ck),
             _c("gqa", 1, 8, 4, 517, 128, seed=13, layout="bnhd", **ck),
             _c("gqa", 2, 4, 4, 300, 64, seed=14, is_causal=False),
             _c("gqa", 1, 16, 4, 1024, 128, seed=15, **ck),
@@ -567,6 +578,7 @@ def _window_sink_cases(tier):
             _c("logits", 1, 2, 2, 40, 16, seed=40, sink_logits=True, **w),              # plain causal + logits
             _c("logits", 1, 4, 2, 70, 16, window_size=9, sink_size=4, seed=41, sink_logits=True, **w),
             _c("logits", 2, 2, 1, 33, 16, seed=42, sink_logits=True, is_causal=False),
+            _c("logits", 1, 2, 2, 60, 16, window_size=11, sink_size=3, seed=43, sink_logits=True, layout="mixed", **w),
         ]
     return [
         _c("window", 1, 4, 4, 1000, 64, window_size=1, seed=20, **w),
@@ -579,4 +591,5 @@ def _window_sink_cases(tier):
         _c("logits", 1, 8, 2, 1024, 64, seed=40, sink_logits=True, **w),
         _c("logits", 1, 8, 2, 2048, 128, window_size=128, sink_size=4, seed=41, sink_logits=True, **w),
         _c("logits", 2, 4, 4, 500, 64, seed=42, sink_logits=True, is_causal=False),
+        _c("logits", 1, 4, 4, 1100, 64, window_size=200, sink_size=4, seed=43, sink_logits=True, layout="mixed", **w),
     ]

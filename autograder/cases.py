@@ -15,7 +15,10 @@ import torch
 from . import device, problems
 from .masks import mask_kwargs
 
-LAYOUTS = ("contiguous", "bnhd", "padded", "bhdn")
+LAYOUTS = ("contiguous", "bnhd", "padded", "bhdn", "mixed")
+# `mixed`: every tensor its own layout, as in training, where q, k, v are views of projections and dO
+# is whatever the next layer hands back: a kernel that reads one tensor with another's strides fails
+MIXED = {"q": "bnhd", "k": "bhdn", "v": "padded", "do": "contiguous"}
 _KEY_SHIFT = 8.0            # k[..., 0] of low_score cases
 _MAX_LOW_SCORE = 1000.0     # q[..., 0] = -1000 * sqrt(128) / 8 ~ -1.4e4: fp16 holds 6.5e4
 
@@ -67,39 +70,67 @@ class Case:
             mask += " +sink logits"
         dt = str(self.resolved_dtype).removeprefix("torch.")
         extra = "" if self.layout == "contiguous" else f" {self.layout}"
+        if self.layout == "mixed":
+            extra = " mixed (" + ", ".join(f"{n if n != 'do' else 'dO'} {lay}" for n, lay in MIXED.items()) + ")"
         if self.low_score:
             extra += f" rows 1::3 score ~-{self.low_score:g}"
         return f"B={self.B} {heads} N={self.N} D={self.D} {mask} {dt}{extra}"
 
+    def layout_of(self, name: str) -> str:
+        """The layout of tensor `name` ("q", "k", "v" or "do"): the case's, or for `mixed` each its own."""
+        return MIXED[name] if self.layout == "mixed" else self.layout
+
     def make_inputs(self, dev=None):
         """q [B, Hq, N, D], k and v [B, Hkv, N, D], with this case's layout and seed."""
-        dev = dev or device.DEVICE
         gen = torch.Generator().manual_seed(self.seed)
-        out = []
-        for name, heads in (("q", self.Hq), ("k", self.Hkv), ("v", self.Hkv)):
-            d_alloc = 2 * self.D if self.layout == "padded" else self.D
-            if self.layout == "bnhd":
-                t = torch.randn(self.B, self.N, heads, d_alloc, generator=gen).transpose(1, 2)
-            elif self.layout == "bhdn":
-                t = torch.randn(self.B, heads, d_alloc, self.N, generator=gen).transpose(2, 3)
-            else:
-                t = torch.randn(self.B, heads, self.N, d_alloc, generator=gen)
-            if self.low_score:
-                # a shared key component: it shifts a row's scores by a constant (softmax ignores it),
-                # and for rows 1::3 the shift is -low_score, so every score of those rows is far below 0
-                if name == "k":
-                    t[..., 0] = _KEY_SHIFT
-                elif name == "q":
-                    t[..., 1::3, 0] = -self.low_score * math.sqrt(self.D) / _KEY_SHIFT / self.spread
-            if name == "q":
-                t = t * self.spread
-            t = t.to(dev, self.resolved_dtype)
-            if self.layout == "bnhd":
-                t = t.transpose(1, 2).contiguous().transpose(1, 2)    # keep the strided view on device
-            elif self.layout == "bhdn":
-                t = t.transpose(2, 3).contiguous().transpose(2, 3)
-            out.append(t[..., : self.D])
-        return tuple(out)
+        return tuple(self._tensor(gen, name, heads, dev)
+                     for name, heads in (("q", self.Hq), ("k", self.Hkv), ("v", self.Hkv)))
+
+    def make_grad_output(self, dev=None):
+        """dO [B, Hq, N, D] for a backward, seeded from this case, in dO's layout."""
+        gen = torch.Generator().manual_seed(self.seed + 7919)
+        return self._tensor(gen, "do", self.Hq, dev)
+
+    def _tensor(self, gen, name, heads, dev):
+        dev = dev or device.DEVICE
+        layout = self.layout_of(name)
+        d_alloc = 2 * self.D if layout == "padded" else self.D
+        if layout == "bnhd":
+            t = torch.randn(self.B, self.N, heads, d_alloc, generator=gen).transpose(1, 2)
+        elif layout == "bhdn":
+            t = torch.randn(self.B, heads, d_alloc, self.N, generator=gen).transpose(2, 3)
+        else:
+            t = torch.randn(self.B, heads, self.N, d_alloc, generator=gen)
+        if self.low_score:
+            # a shared key component: it shifts a row's scores by a constant (softmax ignores it),
+            # and for rows 1::3 the shift is -low_score, so every score of those rows is far below 0
+            if name == "k":
+                t[..., 0] = _KEY_SHIFT
+            elif name == "q":
+                t[..., 1::3, 0] = -self.low_score * math.sqrt(self.D) / _KEY_SHIFT / self.spread
+        if name == "q":
+            t = t * self.spread
+        t = t.to(dev, self.resolved_dtype)
+        if layout == "bnhd":
+            t = t.transpose(1, 2).contiguous().transpose(1, 2)    # keep the strided view on device
+        elif layout == "bhdn":
+            t = t.transpose(2, 3).contiguous().transpose(2, 3)
+        return t[..., : self.D]
+
+
+def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The values of `t` [B, H, N, D] stored in `layout` (one of LAYOUTS but `mixed`)."""
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "bnhd":
+        return t.transpose(1, 2).contiguous().transpose(1, 2)
+    if layout == "bhdn":
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    if layout == "padded":
+        wide = t.new_zeros(*t.shape[:-1], 2 * t.shape[-1])
+        wide[..., : t.shape[-1]] = t
+        return wide[..., : t.shape[-1]]
+    raise ValueError(f"layout must be one of {LAYOUTS[:-1]}, got {layout!r}")
 
 
 def _c(family, B, Hq, Hkv, N, D, **kw):
@@ -124,6 +155,7 @@ def _attention_cases(problem: int, tier: str):
             _c("layout", 2, 2, 2, 40, 16, layout="bnhd", seed=7, **ck),
             _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, **ck),
             _c("layout", 1, 2, 2, 24, 16, layout="bhdn", seed=16, **ck),      # stride_qd != 1
+            _c("layout", 1, 2, 2, 29, 16, layout="mixed", seed=18, **ck),     # q, k, v: three layouts
             _c("headdim", 1, 1, 1, 37, 64, seed=9, **ck),
             # rows whose every score is ~-400: with m_i = 0 instead of -inf, exp underflows to 0/0
             _c("basic", 1, 2, 2, 40, 16, seed=17, low_score=400.0, **ck),
@@ -145,6 +177,7 @@ def _attention_cases(problem: int, tier: str):
             _c("layout", 2, 4, 4, 777, 64, layout="bnhd", seed=7, **ck),
             _c("layout", 1, 2, 2, 300, 64, layout="padded", seed=8, **ck),
             _c("layout", 1, 2, 2, 200, 64, layout="bhdn", seed=16, **ck),     # stride_qd != 1
+            _c("layout", 2, 4, 4, 385, 64, layout="mixed", seed=18, **ck),    # q, k, v: three layouts
             _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
             _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
             _c("headdim", 1, 4, 4, 4096, 128, seed=11, **ck),

@@ -16,7 +16,7 @@ import torch
 
 from . import device, problems, record
 from .cases import Case, visible_cases
-from .diagnose import locate, mask_flips, nan_hypotheses, whole_output_hypotheses
+from .diagnose import locate, mask_flips, nan_hypotheses, stride_mixup, whole_output_hypotheses
 from .failure import CheckFailed, Failure, NotImplementedYet, _not_implemented
 from .guard import POISON, Guard
 from .reference import LSE_TOLERANCES, TOLERANCES, ReferenceCalledError, reference_attention
@@ -122,11 +122,9 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
     expected, expected_lse = reference_attention(q, k, v, **case.mask_kwargs(), return_lse=True)
     before = [t.clone() for t in (q, k, v)]
     out, guard, seconds = _call(problem, fn, case, q, k, v)
-    cheat = guard.cheat_message()
-    if cheat:
-        _fail(case, problem, "cheating detected: " + cheat)
-    if guard.memory_error:
-        _fail(case, problem, guard.memory_error)
+    refused = guard.verdict()
+    if refused:
+        _fail(case, problem, refused)
     out, lse = _check_output(problem, case, out, q)
     for name, t0, t in zip("qkv", before, (q, k, v)):
         if not torch.equal(t0, t):
@@ -196,12 +194,14 @@ def _layout_hint(problem, fn, case, q, k, v, atol, rtol):
     pass; otherwise the mistake is elsewhere (loop bounds, mask) and this case merely showed it first."""
     spec = problems.get(problem)
     pytorch = spec.pytorch
-    qc, kc, vc = (t.contiguous() for t in (q, k, v))
-    try:
-        out, _, _ = _call(problem, fn, case, qc, kc, vc)
+    expected = reference_attention(q, k, v, **case.mask_kwargs())
+
+    def passes(t):
+        out, _, _ = _call(problem, fn, case, t["q"], t["k"], t["v"])
         out = out[0] if spec.returns_lse else out
-        expected = reference_attention(qc, kc, vc, **case.mask_kwargs())
-        contiguous_ok = (out.double() - expected).abs().le(atol + rtol * expected.abs()).all().item()
+        return bool((out.double() - expected).abs().le(atol + rtol * expected.abs()).all())
+    try:
+        contiguous_ok = passes({n: t.contiguous() for n, t in zip("qkv", (q, k, v))})
     except Exception:   # noqa: BLE001 - the student's code failing on contiguous inputs is an answer too
         contiguous_ok = False
     if not contiguous_ok:
@@ -209,6 +209,9 @@ def _layout_hint(problem, fn, case, q, k, v, atol, rtol):
                 "(only) to blame: " + ("check the mask and the online-softmax update." if pytorch else
                                        "check the loop bounds (which key tiles each query tile visits) "
                                        "and the mask."))
+    mixup = stride_mixup(case, dict(zip("qkv", (q, k, v))), passes) if case.layout == "mixed" else None
+    if mixup:
+        return mixup
     if pytorch:
         return (f"this case's q, k, v are non-contiguous views ({case.layout} layout) and contiguous copies "
                 "pass: use operations that work on any memory layout (slicing, @, F.pad), not .view() or "

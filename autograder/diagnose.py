@@ -521,3 +521,34 @@ def nan_hypotheses(q, k, v, out, case, atol, rtol):
             + (f"; the window of W = {case.window_size} keys counts the diagonal: j >= i - (W - 1)"
                if case.window_size is not None else "")
             + "). Rows left with no visible key divide 0 by 0.")
+
+
+# which tensor a kernel addresses with another's strides, in the order the mistake is made
+_MIXUPS = [("do", "q"), ("v", "k"), ("k", "q"), ("v", "q"), ("q", "do"), ("k", "v"), ("q", "k"), ("q", "v"),
+           ("do", "k"), ("do", "v"), ("k", "do"), ("v", "do")]
+_SHOWN = {"q": "q", "k": "k", "v": "v", "do": "dO"}
+
+
+def stride_mixup(case, tensors: dict, passes) -> str | None:
+    """A `mixed` layout case failed and contiguous copies pass: find the tensor read with another's
+    strides. `tensors`: name ("q", "k", "v", "do") -> tensor; `passes(tensors)`: whether the student's
+    function is right on these inputs. Giving x the layout of y makes their strides equal: when that
+    alone makes the answer right, the kernel addresses x with y's strides (or y with x's)."""
+    from .cases import in_layout
+    for x, y in _MIXUPS:
+        if x not in tensors or y not in tensors or tensors[x].shape != tensors[y].shape \
+                or case.layout_of(x) == case.layout_of(y):
+            continue
+        trial = dict(tensors, **{x: in_layout(tensors[x], case.layout_of(y))})
+        try:
+            ok = passes(trial)
+        except Exception:   # noqa: BLE001 - a failure on the trial inputs is a no
+            ok = False
+        if ok:
+            X, Y = _SHOWN[x], _SHOWN[y]
+            return (f"{X} and {Y} are mixed up: with {X} stored like {Y} ({case.layout_of(y)}, the same strides) "
+                    f"the answer is right, so the kernel addresses {X} with {Y}'s strides (or {Y} with {X}'s). "
+                    f"Pass each tensor its own strides ({'*' + x + '.stride()'}) and use them for that "
+                    f"tensor's pointers only.")
+    return None
+

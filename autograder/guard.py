@@ -27,12 +27,20 @@ second observer and tripwires:
     dispatch stack, the Python dispatch key not excluded, the profiler running with the guard's
     marker, the Triton run methods its wrappers, and the Guard class, torch.utils._python_dispatch,
     the reference's refusal and record.call the objects captured at import (put back if not).
-What stays open (numpy or C code on CPU copies, work in another thread, digging the originals out
-of closures with gc): docs/instructor.md, "What is not isolated".
+  * tensor data copied out to numpy or Python (Tensor.numpy, __array__, tolist, __dlpack__, a
+    storage's tolist) outside a Triton launch is counted: a forward or backward computed in numpy
+    on a copy of the inputs copies at least one input out;
+  * on the CPU tier each launched kernel's front end is compiled for a GPU (`gpu_compile`): the
+    interpreter runs code the compiler refuses, such as a global read inside a kernel;
+  * with `backward=True` the caller marks where the backward starts (`backward_phase`), and the
+    backward must launch Triton kernels of its own.
+What stays open (C code reading data_ptr, work in another thread, digging the originals out of
+closures with gc): docs/instructor.md, "What is not isolated".
 """
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import sys
 
@@ -44,10 +52,14 @@ from torch._C._profiler import (ProfilerActivity, ProfilerConfig, ProfilerState,
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from . import record, reference
+from . import gpu_compile, record, reference
 from .probe import InterpreterProbe
 
 aten = torch.ops.aten
+# Kineto (torch 2.13) logs each profiler start and stop to stderr, and the guard starts one per
+# checked call: without this a student's check cell prints two log lines per case. Read at the
+# profiler's first start, so setting it here (before any guard runs) is enough.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 POISON = -31337.0   # impossible for attention: outputs are convex combinations of V rows
 
@@ -161,6 +173,34 @@ _TRIPWIRES = [_tripwire(m, a, *d) for m, a, *d in [
     (_autograd, "_disable_profiler"), (torch.autograd, "_disable_profiler"),
     (torch.autograd.profiler, "_disable_profiler"), (_autograd, "_disable_profiler_legacy"),
     (_autograd, "_clear_callbacks")] if hasattr(m, a)]
+
+
+# -- the ways tensor data leaves PyTorch for numpy or Python, wrapped before any student code runs --
+# A backward (or forward) computed in numpy on a copy of the inputs does none of its work in PyTorch
+# ops, so neither observer sees it; every route into numpy goes through one of these. Triton's
+# interpreter uses them too, inside a launch, where they are not counted.
+_EXPORTS = [(torch.Tensor, a) for a in ("numpy", "__array__", "tolist", "__dlpack__")] \
+    + [(s, "tolist") for s in (torch.UntypedStorage, torch.TypedStorage) if hasattr(s, "tolist")]
+
+
+def _exporter(owner, attr):
+    original = _ORIGINALS.setdefault(f"{owner.__name__}.{attr}", getattr(owner, attr))
+
+    def wrapper(self, *args, **kwargs):
+        guard = _active[-1] if _active else None
+        if guard is not None and not guard._launching and not guard._own:
+            n = self.numel() if isinstance(self, torch.Tensor) else self.size()
+            guard.exports.append((f"{'Tensor' if isinstance(self, torch.Tensor) else type(self).__name__}.{attr}",
+                                  int(n), guard._phase))
+        return original(self, *args, **kwargs)
+    wrapper.__name__ = wrapper.__qualname__ = attr
+    setattr(owner, attr, wrapper)
+    return owner, attr, wrapper
+
+
+_EXPORT_WRAPPERS = [_exporter(o, a) for o, a in _EXPORTS]
+
+
 # what the guard relies on, as it was before any student code ran
 def _visible_pairs(N, mask):
     """Query-key pairs the mask keeps (is_causal, window_size, sink_size as the course defines them)."""
@@ -260,6 +300,16 @@ class Guard(TorchDispatchMode):
         self.probe = None
         self._memory_error = None   # replayed (autograder.record): no probe ran in this process
         self._mode_elements = 0
+        self.backward = backward
+        self._phase = "forward"     # "backward" once the caller says so (`backward_phase`)
+        self.backward_launches = []  # kernel names launched in the backward phase
+        self.exports = []           # (route, elements, phase): tensor data copied out to numpy or Python
+        self.compile_error = None   # CPU tier: a launched kernel that a GPU's compiler refuses, in words
+
+    def backward_phase(self):
+        """From here on the call is the backward: its launches are counted on their own, since a
+        Triton forward says nothing about how the gradients were computed."""
+        self._phase = "backward"
 
     # -- PyTorch side -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -335,10 +385,16 @@ class Guard(TorchDispatchMode):
         guard = self
         for cls in classes:
             original = cls.run
+            interpreted = cls is not jit.JITFunction
 
-            def run(self, *args, __original=original, **kwargs):
+            def run(self, *args, __original=original, __interpreted=interpreted, **kwargs):
                 if not kwargs.get("warmup", False):
-                    guard.launches.append(getattr(self, "__name__", None) or getattr(self.fn, "__name__", "?"))
+                    name = getattr(self, "__name__", None) or getattr(self.fn, "__name__", "?")
+                    guard.launches.append(name)
+                    if guard._phase == "backward":
+                        guard.backward_launches.append(name)
+                    if __interpreted and guard.compile_error is None:
+                        guard.compile_error = gpu_compile.frontend_error(self, args, kwargs)
                 guard._launching += 1
                 try:
                     with _RecordFunctionFast(_LAUNCH_SCOPE):    # the profiler's view of the span: not an op
@@ -413,6 +469,10 @@ class Guard(TorchDispatchMode):
             if getattr(module, attr, None) is not wrapper:
                 t.append(f"{module.__name__}.{attr} was replaced")
                 setattr(module, attr, wrapper)
+        for owner, attr, wrapper in _EXPORT_WRAPPERS:
+            if owner.__dict__.get(attr) is not wrapper:
+                t.append(f"{owner.__name__}.{attr} was replaced")
+                setattr(owner, attr, wrapper)
         for module, attr, obj in _OBJECTS:
             if getattr(module, attr, None) is not obj:
                 t.append(f"{module.__name__}.{attr} was replaced")
@@ -490,7 +550,9 @@ class Guard(TorchDispatchMode):
     def snapshot(self) -> dict:
         return {"launches": list(self.launches), "forbidden": [list(f) for f in self.forbidden],
                 "memory_error": self.memory_error, "tampered": list(self.tampered),
-                "elements": int(self.elements), "budget": self.budget, "work": int(self.work)}
+                "elements": int(self.elements), "budget": self.budget, "work": int(self.work),
+                "backward": self.backward, "backward_launches": list(self.backward_launches),
+                "exports": [list(e) for e in self.exports], "compile_error": self.compile_error}
 
     def restore(self, snap: dict):
         self.launches = [str(x) for x in snap["launches"]]
@@ -499,6 +561,10 @@ class Guard(TorchDispatchMode):
         self.tampered = [str(x) for x in snap.get("tampered", ["the recording has no guard readings"])]
         self.elements, self.work = int(snap.get("elements", 0)), int(snap.get("work", 0))
         self.budget = None if snap.get("budget") is None else int(snap["budget"])
+        self.backward = bool(snap.get("backward", False))
+        self.backward_launches = [str(x) for x in snap.get("backward_launches", [])]
+        self.exports = [(str(r), int(n), str(p)) for r, n, p in snap.get("exports", [])]
+        self.compile_error = None if snap.get("compile_error") is None else str(snap["compile_error"])
 
     def tamper_message(self):
         if self.tampered:
@@ -506,6 +572,15 @@ class Guard(TorchDispatchMode):
                     f"({'; '.join(dict.fromkeys(self.tampered))}): leave the autograder and torch's dispatch "
                     f"machinery alone and compute in your Triton kernel.")
         return None
+
+    def verdict(self, cheat_note=""):
+        """What refuses this call before its numbers are looked at, as the sentence a student reads:
+        cheating (with `cheat_note` appended), a load or store out of bounds, a kernel a GPU's compiler
+        refuses. None when there is nothing."""
+        cheat = self.cheat_message()
+        if cheat:
+            return "cheating detected: " + cheat + cheat_note
+        return self.memory_error or self.compile_error
 
     def cheat_message(self):
         """A sentence for the student, or None when the call looks honest."""
@@ -523,8 +598,19 @@ class Guard(TorchDispatchMode):
                     f"of the attention's work: PyTorch ops touched {self.elements:,} elements, the attention is "
                     f"{self.work:,} multiply-adds, an honest wrapper stays under {self.budget:,}); write it as a "
                     f"Triton kernel.")
+        if self.triton_problem and self.exports and self._largest:
+            exported = sum(n for _, n, _ in self.exports)
+            if exported >= self._largest:
+                route, n, phase = max(self.exports, key=lambda e: e[1])
+                return (f"your {'backward' if phase == 'backward' else 'function'} copied tensor data out of "
+                        f"PyTorch ({route}: {exported:,} elements in all, the largest input has "
+                        f"{self._largest:,}), so the work was done outside your Triton kernels (numpy or Python "
+                        f"loops); compute it in your @triton.jit kernels.")
         if self.triton_problem and not self.launches:
             return "your function launched no Triton kernel: the output must come from your @triton.jit kernel."
+        if self.triton_problem and self.backward and self._phase == "backward" and not self.backward_launches:
+            return ("your backward launched no Triton kernel (the forward did): dQ, dK and dV must come from your "
+                    "@triton.jit backward kernels, called from your autograd.Function's backward.")
         return None
 
 

@@ -108,6 +108,10 @@ class StrictGuard(Guard):
             return (f"your function computed with PyTorch (aten.{op}): in this exercise every load, every "
                     f"operation and every store happens in your @triton.jit kernel; the wrapper only "
                     f"allocates the output and launches the kernel.")
+        if self.exports:
+            route = self.exports[0][0]
+            return (f"your function copied tensor data out of PyTorch ({route}): in this exercise every load, "
+                    f"operation and store happens in your @triton.jit kernel, not in numpy or Python.")
         if not self.launches:
             return "your function launched no Triton kernel: the output must come from your @triton.jit kernel."
         if len(self.launches) > 1:
@@ -340,6 +344,8 @@ def _call(part, fn, case, inputs):
                "offs_n[:, None] < N, and the grid must not have more programs than tiles) or a base offset "
                "points past the tensor (check the batch/head split b = pid // H, h = pid % H and the strides "
                "each index multiplies). On a GPU this corrupts memory or crashes."])
+    if guard.compile_error:
+        _fail(part, case, guard.compile_error)
     return out, seconds
 
 

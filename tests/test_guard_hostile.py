@@ -202,3 +202,91 @@ def test_snapshot_keeps_the_audit():
     replayed.restore(g.snapshot())
     assert replayed.cheat_message() == g.cheat_message() and "turned off" in g.cheat_message()
     assert (replayed.elements, replayed.budget, replayed.work) == (g.elements, g.budget, g.work)
+
+
+# -- (D) a backward that is not the student's Triton kernels --------------------------------------
+
+def _numpy_backward(launch_something):
+    """A Triton forward (the reference P8 kernel) and a backward in numpy on copies of the inputs:
+    dense float64 math, right to the last bit, and no PyTorch op for either observer to see."""
+    import numpy as np
+    p8 = importlib.import_module("solutions.p8_backward_gqa")
+
+    class NumpyBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, is_causal):
+            with torch.no_grad():
+                o = p8.FlashAttention.apply(q, k, v, is_causal)
+            ctx.save_for_backward(q, k, v)
+            ctx.is_causal = is_causal
+            return o
+
+        @staticmethod
+        def backward(ctx, do):
+            if launch_something:
+                _noop_kernel[(1,)](do)                  # a Triton launch, so 'no kernel in the backward' holds
+            q, k, v = (np.asarray(t.detach().cpu(), dtype=np.float64) for t in ctx.saved_tensors)
+            g = np.asarray(do.detach().cpu(), dtype=np.float64)
+            G = q.shape[1] // k.shape[1]
+            kk, vv = np.repeat(k, G, 1), np.repeat(v, G, 1)
+            s = q @ kk.swapaxes(-1, -2) / math.sqrt(q.shape[-1])
+            if ctx.is_causal:
+                s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+            p = np.exp(s - s.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            dp = g @ vv.swapaxes(-1, -2)
+            ds = p * (dp - (dp * p).sum(-1, keepdims=True)) / math.sqrt(q.shape[-1])
+            dq, dk, dv = ds @ kk, ds.swapaxes(-1, -2) @ q, p.swapaxes(-1, -2) @ g
+            B, Hkv, N, D = k.shape
+            dk, dv = dk.reshape(B, Hkv, G, N, D).sum(2), dv.reshape(B, Hkv, G, N, D).sum(2)
+            back = [torch.from_numpy(x).to(t.device, t.dtype) for x, t in zip((dq, dk, dv), ctx.saved_tensors)]
+            return *back, None
+
+    def fn(q, k, v, is_causal=False, window_size=None, sink_size=None):
+        return NumpyBackward.apply(q, k, v, is_causal)
+    return fn
+
+
+def _no_kernel_backward():
+    p8 = importlib.import_module("solutions.p8_backward_gqa")
+
+    class Zeros(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, is_causal):
+            with torch.no_grad():
+                return p8.FlashAttention.apply(q, k, v, is_causal)
+
+        @staticmethod
+        def backward(ctx, do):
+            return torch.zeros_like(do), None, None, None
+
+    return lambda q, k, v, is_causal=False, **kw: Zeros.apply(q, k, v, is_causal)
+
+
+@pytest.mark.parametrize("launch_something", [False, True])
+def test_numpy_backward_is_refused(launch_something):
+    """Problem 8 with a Triton forward and the gradients from numpy: refused as copying the inputs out,
+    whether or not the backward also launches a Triton kernel for show."""
+    with pytest.raises(AssertionError) as info:
+        autograder.check_backward(8, _numpy_backward(launch_something), family="basic", verbose=False)
+    msg = str(info.value)
+    for w in ("cheating detected", "your backward copied tensor data out of PyTorch", "numpy"):
+        assert w in msg, f"{w!r} not in message:\n{msg}"
+
+
+def test_backward_without_a_kernel_is_refused():
+    with pytest.raises(AssertionError) as info:
+        autograder.check_backward(8, _no_kernel_backward(), family="basic", verbose=False)
+    assert "your backward launched no Triton kernel (the forward did)" in str(info.value), str(info.value)
+
+
+def test_the_reference_backward_exports_nothing():
+    """The interpreter copies every argument to numpy inside a launch: none of that is counted."""
+    p8 = importlib.import_module("solutions.p8_backward_gqa")
+    case = autograder.Case("g", 1, 4, 2, 33, 16, is_causal=True)
+    q, k, v = (t.requires_grad_() for t in case.make_inputs())
+    with Guard(True, case.N, inputs=(q, k, v), mask=case.mask_kwargs(), backward=True) as g:
+        out = p8.flash_attention_forward(q, k, v, is_causal=True)
+        g.backward_phase()
+        out.backward(torch.randn_like(out))
+    assert g.exports == [] and g.backward_launches and g.cheat_message() is None, (g.exports, g.cheat_message())
