@@ -16,10 +16,11 @@ import time
 
 import torch
 
-from . import device, failure
-from .masks import attention_mask
-from .problems import PROBLEMS, Shape
-from .reference import naive_attention
+from . import device
+from .checks import failure
+from .spec.masks import attention_mask
+from .spec.problems import PROBLEMS, Shape
+from .spec.reference import naive_attention
 
 
 # Views of the registry (autograder.problems) under the names this module has always exported.
@@ -209,7 +210,7 @@ def benchmark(problem: int, fn=None, shapes=None, baselines=("reference", "sdpa_
         print_table(records)
     if plot and records:
         try:
-            from .plots import plot_benchmark
+            from .teaching.plots import plot_benchmark
             return_fig = plot_benchmark(records)
             if verbose:
                 _display(return_fig)

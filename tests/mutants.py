@@ -10,7 +10,7 @@ longer matches, `build` fails loudly, so the catalog cannot silently drift out o
 
 Kinds: "bug" (a wrong answer that must be caught), "cheat" (a right answer from forbidden means:
 PyTorch attention, the autograder's reference, PyTorch math instead of the kernel), and "slow"
-(a right answer with the wrong algorithm: graded by `autograder.algorithm.check_tile_skipping`,
+(a right answer with the wrong algorithm: graded by `autograder.tile_skipping.check_tile_skipping`,
 not by the output checks).
 """
 from __future__ import annotations
@@ -627,10 +627,10 @@ class Outcome:
 def _switch_off_checks():
     """Replace every check a visible cell may call by a no-op; return what to restore."""
     import autograder
-    from autograder import algorithm, backward, capstone
+    from autograder import tile_skipping, backward, capstone
     targets = [(autograder, "check"), (autograder, "check_backward"), (backward, "check_autograd_contract"),
-               (capstone, "train_and_compare"), (algorithm, "check_tile_skipping"),
-               (algorithm, "check_backward_tile_skipping")]
+               (capstone, "train_and_compare"), (tile_skipping, "check_tile_skipping"),
+               (tile_skipping, "check_backward_tile_skipping")]
     switched = [(m, n, getattr(m, n)) for m, n in targets]
     for m, n in targets:
         setattr(m, n, lambda *a, **k: None)

@@ -160,8 +160,8 @@ def test_backward_time_grows_linearly_with_n():
     fn = bench.reference_solution(9)
     if fn is None:
         pytest.skip("Problem 9 is not built")
-    from autograder.algorithm import check_backward_tile_skipping
-    report = check_backward_tile_skipping(fn, 9)
+    from autograder.tile_skipping import check_backward_tile_skipping
+    report = check_backward_tile_skipping(9, fn)
     t8k, t16k = report.times_ms["backward"]
     assert report.tier == "gpu" and report.passed and report.sizes == (8192, 16384)
     assert t16k / t8k <= 2.3

@@ -2,7 +2,7 @@
 
 Triton's interpreter runs a kernel body as Python, so code that the compiler refuses (a module-level
 float read inside a kernel, the classic `LOG2E`) passes every CPU check. The guard compiles each
-launched kernel's front end for a GPU target (autograder/gpu_compile.py); these tests plant such a
+launched kernel's front end for a GPU target (autograder/watch/gpu_compile.py); these tests plant such a
 kernel and check that the failure names the kernel and the line. That correct kernels are not
 refused is every reference-solution test's business (they all run under the guard)."""
 import sys
@@ -14,7 +14,7 @@ import torch
 import autograder  # noqa: I001 - first: it picks the tier (TRITON_INTERPRET) before any kernel is defined
 import triton
 import triton.language as tl
-from autograder import gpu_compile
+from autograder.watch import gpu_compile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mutants  # noqa: E402

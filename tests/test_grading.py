@@ -236,7 +236,7 @@ books = [p for p in ("{course}/gradebook.db", "../../../gradebook.db") if os.pat
 for db in books:
     con = sqlite3.connect(db); con.execute("update grade set manual_score = 0"); con.commit()
 print("VANDAL gradebooks written:", len(books))
-for target in ("{course}/results/ref/p3_flash_attention_forward.json", "{repo}/autograder/check.py"):
+for target in ("{course}/results/ref/p3_flash_attention_forward.json", "{repo}/autograder/checks/attention.py"):
     try:
         open(target, "a").write("#")
         print("VANDAL wrote", target)

@@ -35,7 +35,7 @@ HOSTILE = '''\
 import ctypes, gc, subprocess
 import importlib.util
 from torch.utils._python_dispatch import _disable_current_modes
-import autograder.guard
+import autograder.watch.guard
 !ls /srv
 def flash_attention_forward(q, k, v):
     with torch._C._DisableTorchDispatch():

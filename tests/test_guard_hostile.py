@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 import autograder  # noqa: I001 - first: it picks the tier (TRITON_INTERPRET) before any kernel is defined
 import triton
-import autograder.guard as guard_module
+import autograder.watch.guard as guard_module
 from autograder import triton_basics as tb
-from autograder.guard import Guard
+from autograder.watch.guard import Guard
 from torch.utils._python_dispatch import _disable_current_modes
 
 

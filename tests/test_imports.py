@@ -12,34 +12,68 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "autograder"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 
 
-def imported_modules(path: Path) -> set:
+def module_names(package: Path = PACKAGE) -> list:
+    """Every module of the package as a dotted path below it: "device", "checks.attention";
+    a subpackage's __init__ is its own name ("checks"), the package's is "__init__"."""
+    names = []
+    for p in sorted(package.rglob("*.py")):
+        parts = p.relative_to(package).with_suffix("").parts
+        names.append(".".join(parts[:-1]) if parts[-1] == "__init__" and len(parts) > 1 else ".".join(parts))
+    return names
+
+
+MODULES = [m for m in module_names() if m != "__init__"]
+
+
+def _short_names(package):
+    """autograder's short names (`autograder.masks` is spec/masks.py), read from its __init__."""
+    init = package / "__init__.py"
+    for node in ast.walk(ast.parse(init.read_text())) if init.exists() else ():
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PUBLIC_MODULES":
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def imported_modules(path: Path, package: Path = PACKAGE) -> set:
     """The autograder modules `path` imports anywhere in it ("__init__" for the package itself)."""
+    known, short = set(module_names(package)), _short_names(package)
+    here = list(path.relative_to(package).parent.parts)          # the subpackage `path` is in
+
+    def resolve(dotted):
+        dotted = short.get(dotted, dotted)
+        while dotted and dotted not in known:       # a name inside a module: the module imports it
+            dotted = dotted.rpartition(".")[0]
+        return dotted or "__init__"
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                base = node.module
-            elif node.level == 0 and node.module and node.module.split(".")[0] == "autograder":
-                base = node.module.partition(".")[2] or None
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level - 1 <= len(here) else []
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "autograder":
+                prefix = node.module.partition(".")[2]
             else:
                 continue
-            if base:
-                found.add(base.split(".")[0])
-            else:                           # `from . import x`: x is a module, or a name of __init__
-                found.update(a.name if a.name in MODULES else "__init__" for a in node.names)
+            for a in node.names:           # `from .x import y`: y is a module of x, or a name in x
+                found.add(resolve(f"{prefix}.{a.name}" if prefix else a.name))
         elif isinstance(node, ast.Import):
             for a in node.names:
                 parts = a.name.split(".")
                 if parts[0] == "autograder":
-                    found.add(parts[1] if len(parts) > 1 else "__init__")
+                    found.add(resolve(".".join(parts[1:])))
+    found.discard(_name(path, package))
     return found
 
 
+def _name(path, package):
+    parts = path.relative_to(package).with_suffix("").parts
+    return ".".join(parts[:-1]) if parts[-1] == "__init__" and len(parts) > 1 else ".".join(parts)
+
+
 def import_graph(package: Path = PACKAGE) -> dict:
-    return {p.stem: imported_modules(p) for p in sorted(package.glob("*.py"))}
+    return {_name(p, package): imported_modules(p, package) for p in sorted(package.rglob("*.py"))}
 
 
 def find_cycle(graph: dict):

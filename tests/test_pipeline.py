@@ -225,10 +225,19 @@ def demo_executions(demo_root, tmp_path_factory):
     return _execute_all("demo", [DEMO_SLUG], demo_root, tmp_path_factory.mktemp("demo_executions"))
 
 
+def selected_slugs(session) -> list:
+    """The real notebooks that the selected tests execute (`pytest -k p3` selects Problem 3's only)."""
+    wanted = {item.callspec.params["target"][1] for item in session.items
+              if "executions" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec")
+              and item.callspec.params.get("target", ("",))[0] == "repo"}
+    return [slug for slug in REAL_SLUGS if slug in wanted]
+
+
 @pytest.fixture(scope="session")
-def repo_executions(repo_build, tmp_path_factory):
-    """All real notebooks at once, as many at a time as there are CPU cores."""
-    return _execute_all("repo", REAL_SLUGS, repo_build, tmp_path_factory.mktemp("repo_executions"))
+def repo_executions(repo_build, tmp_path_factory, request):
+    """The selected real notebooks at once, as many at a time as there are CPU cores."""
+    return _execute_all("repo", selected_slugs(request.session), repo_build,
+                        tmp_path_factory.mktemp("repo_executions"))
 
 
 @pytest.fixture

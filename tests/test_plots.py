@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 import autograder  # noqa: E402,F401
 from autograder import masks, plots, schedule  # noqa: E402
-from autograder.guard import POISON  # noqa: E402
+from autograder.watch.guard import POISON  # noqa: E402
 
 # (n, block_m, block_n, is_causal, window_size, sink_size): ragged n, BLOCK_M != BLOCK_N both ways,
 # windows narrower than a tile, sinks inside and outside the window, the GPU tiles (128, 64)

@@ -1,4 +1,4 @@
-"""Record and replay (autograder/record.py): a check recorded in one process passes again in another
+"""Record and replay (autograder/watch/record.py): a check recorded in one process passes again in another
 on the recordings alone, and fails there when a recording is missing or was changed. Runs on the
 machine's tier (the GPU tier records CUDA tensors)."""
 from __future__ import annotations

@@ -390,8 +390,8 @@ autograder.check(4, flash_attention_forward, cases=_cases)
 # non-causal time) and prints a warning for each kind of wasted work.
 
 # %%
-from autograder.algorithm import check_tile_skipping
-tile_report = check_tile_skipping(flash_attention_forward, 4)
+from autograder.tile_skipping import check_tile_skipping
+tile_report = check_tile_skipping(4, flash_attention_forward)
 
 # %% [markdown]
 # ## Benchmark

@@ -433,8 +433,8 @@ autograder.check(7, flash_attention_forward, cases=[
 # same mask and grouped-query heads: the point is for a kernel that is right and fast.
 
 # %% tests="p7_skipping" points=1
-from autograder.algorithm import check_tile_skipping
-check_tile_skipping(flash_attention_forward, 7)
+from autograder.tile_skipping import check_tile_skipping
+check_tile_skipping(7, flash_attention_forward)
 
 # %% [markdown]
 # ## Benchmark

@@ -781,8 +781,8 @@ autograder.check_backward(9, flash_attention_forward, cases=[
 # like `N^2`.
 
 # %% tests="p9_skipping" points=1
-from autograder.algorithm import check_backward_tile_skipping
-check_backward_tile_skipping(flash_attention_forward, 9)
+from autograder.tile_skipping import check_backward_tile_skipping
+check_backward_tile_skipping(9, flash_attention_forward)
 
 # %% [markdown]
 # ## Train with it

@@ -25,6 +25,6 @@ def _load_by_path(name, path):
 
 # the checks' Failure, to read failures back from notebook outputs: by path, because importing the
 # autograder package imports torch and picks a tier, which the grader's own process never needs
-failure_tool = _load_by_path("autograder_failure", Path(__file__).resolve().parents[2] / "autograder" / "failure.py")
+failure_tool = _load_by_path("autograder_failure", Path(__file__).resolve().parents[2] / "autograder" / "checks" / "failure.py")
 
 __all__ = ["course_format", "failure_tool", "replay_tool", "sandbox_tool"]

@@ -16,8 +16,9 @@ from .cells import grade_id, is_grade, is_solution
 CHEAT = "cheating detected"
 MAX_STUDENT_TEXT = 300            # characters of student-made text in one console, summary or CSV line
 
-# autograder modules whose objects only the checks should touch: the guard, the recorder, the probe
-AUTOGRADER_INTERNAL = {"guard", "record", "probe"}
+# autograder modules whose objects only the checks should touch: the room that watches student code
+# (guard, recorder, probe, the GPU compile check), by its room or by a module's own name
+AUTOGRADER_INTERNAL = {"watch", "guard", "record", "probe", "gpu_compile"}
 
 
 def _internal(parts) -> bool:

@@ -1,4 +1,4 @@
-"""The verdict of a graded cell does not come from the student's process alone (autograder/record.py)."""
+"""The verdict of a graded cell does not come from the student's process alone (autograder/watch/record.py)."""
 from __future__ import annotations
 
 import json

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from .cases import Case
-from .check import _not_implemented
-from .reference import TOLERANCES, reference_attention
+from ..checks.core import not_implemented
+from ..spec.cases import Case
+from ..spec.reference import TOLERANCES, reference_attention
 
 
 def try_it(fn, case: Case, plot: bool = True):
@@ -19,7 +19,7 @@ def try_it(fn, case: Case, plot: bool = True):
     try:
         out = fn(q, k, v, **case.mask_kwargs())
     except Exception as exc:   # noqa: BLE001 - the stub shows up as different exception types per tier
-        if _not_implemented(exc):
+        if not_implemented(exc):
             print("not implemented yet: fill in the cells marked `# YOUR CODE HERE`, run them, then this cell.")
             return None
         raise

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .masks import check_mask_args
+from ..spec.masks import check_mask_args
 
 NONCAUSAL_PHASES = ("full", "tail")
 CAUSAL_PHASES = ("sinks", "window edge", "unmasked", "diagonal")

@@ -82,6 +82,24 @@ def reference_attention(q, k, v, is_causal=False, window_size=None, sink_size=No
                            out_dtype=torch.float64, return_lse=return_lse)
 
 
+def dense_attention64(q, k, v, visible, sink_logits=None):
+    """Dense float64 attention under a boolean [N, N] mask `visible`, differentiable (autograd gives
+    the reference gradients); `sink_logits` [Hq]: GPT-OSS sinks, exp(sink_h) joins every row's
+    softmax denominator with no value. The one dense formula the diagnoses and the backward share."""
+    q, k, v = q.double(), k.double(), v.double()
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(~visible, float("-inf"))
+    if sink_logits is not None:
+        sink = sink_logits.double()[None, :, None, None].expand(*s.shape[:-1], 1)
+        s = torch.cat([s, sink], -1)
+    p = torch.softmax(s, -1)
+    if sink_logits is not None:
+        p = p[..., :-1]
+    return p @ v
+
+
 class ReferenceCalledError(RuntimeError):
     """Raised when graded code calls the autograder's own reference."""
 

@@ -14,7 +14,11 @@ from .masks import attended_pairs, mask_kwargs
 
 @dataclass(frozen=True)
 class Shape:
-    """One benchmark shape: q is [B, Hq, N, D], k and v [B, Hkv, N, D], with its mask."""
+    """One benchmark shape: q is [B, Hq, N, D], k and v [B, Hkv, N, D], with its mask.
+
+    A Shape is what is timed (no dtype, layout or seed: the benchmark uses the tier's dtype and
+    contiguous inputs); a `cases.Case` is what is checked (a family for points, a dtype, a memory
+    layout, a seed, its inputs). Two concepts, two types."""
     B: int
     Hq: int
     Hkv: int
@@ -57,6 +61,7 @@ class Problem:
     bench_shapes: Tuple[Shape, ...] = ()        # forward benchmark (bench.benchmark)
     backward_shapes: Tuple[Shape, ...] = ()     # backward benchmark (bench.benchmark_backward)
     tiles: Tuple[str, ...] = ()     # the functions of autograder.tiles the reference wrapper reads
+    tile_skipping: str = ""         # "forward" / "backward": autograder.tile_skipping grades which tiles it visits
 
     @property
     def module(self) -> str:
@@ -76,18 +81,18 @@ PROBLEMS = {p.number: p for p in (
     Problem(4, "p4_causal_two_phase", "Causal FlashAttention, two phases", "check", causal=True,
             bench_shapes=(Shape(4, 16, 16, 4096, 64, True), Shape(2, 16, 16, 8192, 128, True),
                           Shape(1, 16, 16, 16384, 128, True)),
-            tiles=("attention_tiles",)),
+            tiles=("attention_tiles",), tile_skipping="forward"),
     Problem(5, "p5_grouped_query_attention", "Grouped-query attention", "check", causal=True, gqa=True,
             bench_shapes=(Shape(4, 32, 8, 4096, 128, True),),
             tiles=("attention_tiles",)),
     Problem(6, "p6_sliding_window", "Sliding-window attention", "check", causal=True, gqa=True, window=True,
             bench_shapes=(Shape(1, 16, 16, 16384, 128, True, 1024), Shape(1, 16, 16, 32768, 128, True, 1024)),
-            tiles=("attention_tiles",)),
+            tiles=("attention_tiles",), tile_skipping="forward"),
     Problem(7, "p7_attention_sinks", "Attention sinks + sliding window + GQA", "check", causal=True, gqa=True,
             window=True, sinks=True,
             bench_shapes=(Shape(1, 16, 16, 16384, 128, True, 1024, 4), Shape(1, 16, 16, 16384, 128, True, 256, 4),
                           Shape(1, 16, 16, 32768, 128, True, 1024, 4)),
-            tiles=("attention_tiles",)),
+            tiles=("attention_tiles",), tile_skipping="forward"),
     Problem(8, "p8_backward_gqa", "Backward pass, causal GQA", "check_backward", causal=True, gqa=True,
             backward=True,
             backward_shapes=(Shape(1, 16, 16, 16384, 128, True), Shape(4, 32, 8, 4096, 128, True)),
@@ -96,7 +101,7 @@ PROBLEMS = {p.number: p for p in (
             "check_backward", causal=True, gqa=True, window=True, sinks=True, sink_logits=True, backward=True,
             backward_shapes=(Shape(1, 16, 16, 16384, 128, True, 1024), Shape(1, 16, 16, 16384, 128, True, 1024, 4),
                              Shape(1, 64, 8, 8192, 64, True, 128, 4)),
-            tiles=("attention_tiles", "backward_tiles")),
+            tiles=("attention_tiles", "backward_tiles"), tile_skipping="backward"),
 )}
 
 
@@ -108,6 +113,8 @@ def get(number) -> Problem:
         raise ValueError(f"problem must be one of {sorted(PROBLEMS)}, got {number!r}") from None
 
 
-def numbers(checker: str = None) -> list:
-    """The problem numbers, only those checked by `checker` when one is given."""
-    return [n for n, p in sorted(PROBLEMS.items()) if checker is None or p.checker == checker]
+def numbers(checker: str = None, tile_skipping: str = None) -> list:
+    """The problem numbers, only those checked by `checker` (or whose tile skipping is graded in
+    the `tile_skipping` direction) when one is given."""
+    return [n for n, p in sorted(PROBLEMS.items()) if (checker is None or p.checker == checker)
+            and (tile_skipping is None or p.tile_skipping == tile_skipping)]

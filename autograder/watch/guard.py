@@ -52,7 +52,8 @@ from torch._C._profiler import (ProfilerActivity, ProfilerConfig, ProfilerState,
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from . import gpu_compile, record, reference
+from . import gpu_compile, record
+from ..spec import reference
 from .probe import InterpreterProbe
 
 aten = torch.ops.aten

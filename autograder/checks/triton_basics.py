@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import device, record
-from .check import CaseResult, CheckSummary, NotImplementedYet, raised, run_suite, select_cases
-from .check import _fail as _check_fail
+from .. import device
+from ..watch import record
+from ..watch.guard import _ALLOC_OPS, _EMPTY_OPS, _LAUNCH_OPS, POISON, Guard
+from .core import CaseResult, CheckSummary, NotImplementedYet, fail, raised, run_suite, select_cases
 from .diagnose import _fmt_ranges
-from .guard import _ALLOC_OPS, _EMPTY_OPS, _LAUNCH_OPS, POISON, Guard
 
 __all__ = ["AxpbCase", "RowCase", "CopyCase", "StrictGuard", "check_2a", "check_2b", "check_2c",
            "visible_cases"]
@@ -311,7 +311,7 @@ BasicsSummary = CheckSummary
 
 
 def _fail(part, case, msg, hints=(), where=""):
-    _check_fail(case, part, msg, hints, where)
+    fail(case, part, msg, hints, where)
 
 
 def _call(part, fn, case, inputs):
@@ -351,7 +351,7 @@ def _call(part, fn, case, inputs):
 
 def _check_tensor(part, case, out, shape, dtype, dev, what="output"):
     if out is None:
-        raise NotImplementedYet(f"Problem {part}: your function returned None - is it implemented?")
+        raise NotImplementedYet.returned_none(f"Problem {part}")
     if not isinstance(out, torch.Tensor):
         _fail(part, case, f"expected a torch.Tensor, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape):

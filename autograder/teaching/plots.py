@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from . import schedule
-from .masks import attention_mask, dense_mask
+from ..spec.masks import attention_mask, dense_mask
 
 VISIBLE = "#1f4e79"        # a visible (query, key) pair
 HIDDEN = "#f2f2f2"         # a masked-out pair
@@ -181,7 +181,7 @@ _ERR_COLORS = ["#ffffff", "#c6dbef", "#fdae6b", "#d7301f", "#000000", "#ae017e"]
 
 
 def _error_categories(out: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> np.ndarray:
-    from .guard import POISON
+    from ..watch.guard import POISON
     got = out.detach().double().cpu()
     exp = expected.detach().double().cpu()
     ratio = (got - exp).abs() / (atol + rtol * exp.abs())

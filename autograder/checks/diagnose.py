@@ -14,8 +14,8 @@ from collections import Counter
 
 import torch
 
-from .masks import attention_mask, dense_mask
-from .reference import naive_attention
+from ..spec.masks import attention_mask, dense_mask
+from ..spec.reference import dense_attention64, naive_attention
 
 LOG2E = 1.4426950408889634
 
@@ -159,7 +159,7 @@ def _online_softmax(q, k, v, visible, block_n, mistake):
 
 def online_softmax_hypotheses(q, k, v, out, case, atol, rtol, pytorch=False):
     """A sentence when the output equals the online softmax with a known wrong update step."""
-    from .tiles import attention_tiles
+    from ..spec.tiles import attention_tiles
     N, D = q.shape[2], q.shape[-1]
     if N <= 1 or N > 4096:
         return None
@@ -194,7 +194,7 @@ def _tile_local_mask(q, k, v, out, case, atol, rtol):
             if bm >= N and bn >= N:
                 continue                 # one tile each way: local and global indices agree
             vis = mask_fn((idx % bm)[:, None], (idx % bn)[None, :])
-            if vis.any(-1).all() and _matches(out, _masked_ref(q, k, v, vis), atol, rtol):
+            if vis.any(-1).all() and _matches(out, dense_attention64(q, k, v, vis), atol, rtol):
                 return True
     return False
 
@@ -204,17 +204,7 @@ def _noncausal_sinks(q, k, v, case):
     N = q.shape[2]
     idx = torch.arange(N, device=q.device)
     vis = dense_mask(attention_mask(True, case.window_size, None), N, device=q.device) | (idx[None, :] < case.sink_size)
-    return _masked_ref(q, k, v, vis)
-
-
-def _masked_ref(q, k, v, visible):
-    D = q.shape[-1]
-    group = q.shape[1] // k.shape[1]
-    kk = k.double().repeat_interleave(group, 1)
-    vv = v.double().repeat_interleave(group, 1)
-    s = (q.double() @ kk.transpose(-1, -2)) / math.sqrt(D)
-    s = s.masked_fill(~visible, float("-inf"))
-    return torch.softmax(s, -1) @ vv
+    return dense_attention64(q, k, v, vis)
 
 
 def _fmt_ranges(idx):
@@ -304,41 +294,28 @@ def mask_flips(q, k, v, out, case, atol, rtol, max_rows=64, pytorch=False):
             for tile in (16, 32, 64, 128):
                 starts = torch.arange(0, N, tile, device=q.device)
                 ends = (starts + tile).clamp(max=N)
-                dw = csw[ends] - csw[starts]
-                dwv = cswv[ends] - cswv[starts]
-                den = l + dw
-                o2 = (l * o + dwv) / den.clamp(min=1e-300)[:, None]
-                hit = (close(o2) & (den > 0)).nonzero()
-                if len(hit):
-                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
-                    tv = vis_i[a:e]
-                    found = ("hidden" if tv.all() else "visible" if not tv.any() else "flipped", None, (a, e))
-                    break
-                dw2 = cvw[ends] - cvw[starts]
-                dwv2 = cvwv[ends] - cvwv[starts]
-                # the tile's visible keys dropped: a loop bound skips a tile the row needs
-                den1 = l - dw2
-                o4 = (l * o - dwv2) / den1.clamp(min=1e-300)[:, None]
-                hit = (close(o4) & (dw2 > 0) & (den1 > 1e-12 * l)).nonzero()
-                if len(hit):
-                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
-                    found = ("hidden", None, (a, e))
-                    break
-                # the tile's hidden keys made visible: a tile that needs the mask runs without it
-                dw3 = (csw[ends] - csw[starts]) + dw2          # sum of w over the tile's hidden keys
-                dwv3 = (cswv[ends] - cswv[starts]) + dwv2
-                hit = (close((l * o + dwv3) / (l + dw3).clamp(min=1e-300)[:, None]) & (dw3 > 0)).nonzero()
-                if len(hit):
-                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
-                    found = ("visible", None, (a, e))
-                    break
-                # the tile's visible keys counted twice (two phases visit it)
-                den2 = l + dw2
-                o3 = (l * o + dwv2) / den2.clamp(min=1e-300)[:, None]
-                hit = (close(o3) & (dw2 > 0)).nonzero()
-                if len(hit):
-                    a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
-                    found = ("twice", None, (a, e))
+                flip_w, flip_wv = csw[ends] - csw[starts], cswv[ends] - cswv[starts]    # every key flipped
+                vis_w, vis_wv = cvw[ends] - cvw[starts], cvwv[ends] - cvwv[starts]      # its visible keys
+                # (what the kernel did to the tile, the weight and weighted values it adds, where possible)
+                stories = (
+                    ("flipped", flip_w, flip_wv, l + flip_w > 0),
+                    # its visible keys dropped: a loop bound skips a tile the row needs
+                    ("hidden", -vis_w, -vis_wv, (vis_w > 0) & (l - vis_w > 1e-12 * l)),
+                    # its hidden keys made visible: a tile that needs the mask runs without it
+                    ("visible", flip_w + vis_w, flip_wv + vis_wv, flip_w + vis_w > 0),
+                    # its visible keys counted twice: two phases visit it
+                    ("twice", vis_w, vis_wv, vis_w > 0),
+                )
+                for kind, dw, dwv, possible in stories:
+                    hit = (close((l * o + dwv) / (l + dw).clamp(min=1e-300)[:, None]) & possible).nonzero()
+                    if len(hit):
+                        a, e = int(starts[int(hit[0])]), int(ends[int(hit[0])])
+                        if kind == "flipped":
+                            tv = vis_i[a:e]
+                            kind = "hidden" if tv.all() else "visible" if not tv.any() else "flipped"
+                        found = (kind, None, (a, e))
+                        break
+                if found is not None:
                     break
             if found is None:
                 run = _tile_run_hidden(l, o, cvw, cvwv, close, N, q.device)
@@ -444,10 +421,11 @@ def _mask_hint(case, kind, off, j):
     return ""
 
 
-def locate(bad: torch.Tensor, out_shape, pytorch=False, rows_are="query rows"):
+def locate(bad: torch.Tensor, out_shape, pytorch=False, rows_are="query rows", grid_hint=True):
     """Summarise where the wrong elements are: batches, heads, query rows (hints in PyTorch's words
     for Problem 1, whose given code does the indexing and the grid is a Python loop). dK and dV are
-    indexed by keys: pass rows_are="key rows"."""
+    indexed by keys: pass rows_are="key rows". grid_hint=False: no "only the last rows" hint (a named
+    mistake already explains them)."""
     idx = bad.nonzero()
     bs, hs, rows = idx[:, 0].unique().tolist(), idx[:, 1].unique().tolist(), idx[:, 2].unique().tolist()
     B, H, N, _ = out_shape
@@ -464,7 +442,7 @@ def locate(bad: torch.Tensor, out_shape, pytorch=False, rows_are="query rows"):
                      ("keep the head dim in every tensor (for GQA, query head h reads K/V head h // (Hq // Hkv))."
                       if pytorch else "check the head offsets and strides (and the K/V head for GQA)."))
     suffix = rows and max(rows) == N - 1 and len(rows) == N - min(rows)
-    if suffix and 0 < len(rows) <= N // 2:
+    if grid_hint and suffix and 0 < len(rows) <= N // 2:
         tiles = "cdiv(N, BLOCK_N) key tiles" if rows_are == "key rows" else "cdiv(N, BLOCK_M) query tiles"
         hints.append(f"only the last rows ({min(rows)}-{N - 1}) are wrong: " +
                      ("check the bounds mask (keys j >= N of the padded last tile get -inf)." if pytorch else
@@ -513,7 +491,7 @@ def nan_hypotheses(q, k, v, out, case, atol, rtol):
     if not torch.equal(nan_rows, empty.expand_as(nan_rows)):
         return None
     if (~empty).any():
-        alt = _masked_ref(q, k, v, vis)
+        alt = dense_attention64(q, k, v, vis)
         rows = ~empty
         if not torch.allclose(got[..., rows, :], alt[..., rows, :], atol=atol, rtol=rtol):
             return None
@@ -534,7 +512,7 @@ def stride_mixup(case, tensors: dict, passes) -> str | None:
     strides. `tensors`: name ("q", "k", "v", "do") -> tensor; `passes(tensors)`: whether the student's
     function is right on these inputs. Giving x the layout of y makes their strides equal: when that
     alone makes the answer right, the kernel addresses x with y's strides (or y with x's)."""
-    from .cases import in_layout
+    from ..spec.cases import in_layout
     for x, y in _MIXUPS:
         if x not in tensors or y not in tensors or tensors[x].shape != tensors[y].shape \
                 or case.layout_of(x) == case.layout_of(y):

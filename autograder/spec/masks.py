@@ -65,20 +65,21 @@ def or_masks(*fns: MaskFn) -> MaskFn:
     return _named(fn, " | ".join(f.__name__ for f in fns))
 
 
+def _check_count(name, value, least, meaning=""):
+    """`value` as a mask size: an int >= `least` (bool is refused: True is not a window size)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {least} or None, got {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}{meaning}, got {value}")
+    return value
+
+
 def _check_window(window_size):
-    if isinstance(window_size, bool) or not isinstance(window_size, int):
-        raise TypeError(f"window_size must be an int >= 1 or None, got {window_size!r}")
-    if window_size < 1:
-        raise ValueError(f"window_size must be >= 1 (it counts the diagonal key), got {window_size}")
-    return window_size
+    return _check_count("window_size", window_size, 1, " (it counts the diagonal key)")
 
 
 def _check_sink(sink_size):
-    if isinstance(sink_size, bool) or not isinstance(sink_size, int):
-        raise TypeError(f"sink_size must be an int >= 0 or None, got {sink_size!r}")
-    if sink_size < 0:
-        raise ValueError(f"sink_size must be >= 0, got {sink_size}")
-    return sink_size
+    return _check_count("sink_size", sink_size, 0)
 
 
 def check_mask_args(is_causal: bool, window_size: Optional[int], sink_size: Optional[int]):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .failure import CheckFailed, NotImplementedYet, _not_implemented
+from ..checks.failure import CheckFailed, Failure, NotImplementedYet, not_implemented
 
 RECORD_DIR = os.environ.get("AUTOGRADER_RECORD") or None
 REPLAY_DIR = os.environ.get("AUTOGRADER_REPLAY") or None
@@ -125,20 +125,28 @@ def _load(key):
         return None
     if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD_BYTES:
         raise NotRecorded(f"the recording {path.name} is not a plain file of a sane size: not trusted")
-    from . import device
+    from .. import device
     try:
         return torch.load(path, map_location=device.DEVICE, weights_only=True)
     except Exception as exc:   # noqa: BLE001 - whatever is wrong with it, it is not a recording
         raise NotRecorded(f"the recording {path.name} could not be read ({type(exc).__name__})") from None
 
 
+def _exc_info(exc):
+    """What a recording keeps of an exception: its type's name, its message, whether it says "not
+    implemented", and for the checks' own verdicts their parts (never parsed back from the text)."""
+    failure = getattr(exc, "failure", None)
+    return [type(exc).__name__, str(exc), not_implemented(exc),
+            failure.fields() if isinstance(exc, CheckFailed) and isinstance(failure, Failure) else None]
+
+
 def _rebuild(exc_info):
-    name, message, not_implemented = exc_info
+    name, message, not_implemented, fields = (list(exc_info) + [None])[:4]
     if not_implemented:
         return NotImplementedError(message)
     verdicts = {"CheckFailed": CheckFailed, "NotImplementedYet": NotImplementedYet}
     if name in verdicts:      # the checks' own verdicts, raised inside a recording
-        return verdicts[name](message)
+        return verdicts[name](Failure.from_fields(fields) if isinstance(fields, dict) else message)
     cls = getattr(builtins, name, None)
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
@@ -183,7 +191,7 @@ def call(run, args, kwargs=None, observers=()):
         _depth -= 1
     record = {
         "out": _encode(out),
-        "exc": None if exc is None else [type(exc).__name__, str(exc), _not_implemented(exc)],
+        "exc": None if exc is None else _exc_info(exc),
         "observers": [o.snapshot() for o in observers],
         "after": {str(i): t.detach().clone() for i, t in enumerate(tensors) if digest(t) != before[i]},
     }

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from . import device
+from .. import device
 
 MIN_TRITON = (3, 2)
 

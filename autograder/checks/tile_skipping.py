@@ -4,10 +4,10 @@ A FlashAttention kernel with a sliding window can give the right answer while lo
 key tile and letting the mask throw most of them away: the output is exact, the work is O(N^2)
 instead of O(N * W). The checks of `autograder.check` cannot see that; this module can.
 
-On the CPU tier the kernel runs in the Triton interpreter under `autograder.probe.InterpreterProbe`,
+On the CPU tier the kernel runs in the Triton interpreter under `autograder.watch.probe.InterpreterProbe`,
 which counts its 2-D loads of the key tensor (tile visits) and 2-D selects (masked tiles).
 
-`check_tile_skipping(fn, problem)` first checks `fn`'s output on a few cases with the mask it counts
+`check_tile_skipping(problem, fn)` first checks `fn`'s output on a few cases with the mask it counts
 (grouped-query heads included from Problem 6 on), then runs `fn` on the same shape at N and 2N with a fixed window
 (Problems 6, 7) and fails when the visits grow like N^2 instead of N; for Problem 4 it counts
 masked tiles and returns a warning-level report when the kernel masks tiles that need no mask.
@@ -20,16 +20,19 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import device, problems, record
-from .bench import gpu_ms
+from .. import device
+from ..bench import gpu_ms
+from ..spec import problems
+from ..spec.cases import Case
+from ..spec.masks import attention_mask, dense_mask
+from ..spec.reference import TOLERANCES, reference_attention
+from ..spec.tiles import attention_tiles
+from ..watch import record
+from ..watch.probe import InterpreterProbe
+from .attention import check
+from .core import CheckFailed, NotImplementedYet, not_implemented
 from .backward import GRAD_TOLERANCES, _close, make_inputs, reference_grads
-from .cases import Case
-from .check import CheckFailed, NotImplementedYet, _not_implemented, check
 from .failure import Failure
-from .masks import attention_mask, dense_mask
-from .probe import InterpreterProbe
-from .reference import TOLERANCES, reference_attention
-from .tiles import attention_tiles
 
 # ---------------------------------------------------------------------------------------------
 # tile counts
@@ -75,7 +78,7 @@ class TileSkippingFailed(CheckFailed):
     """The output is right, the algorithm is not: `report` holds what was measured."""
 
     def __init__(self, report: SkippingReport):
-        super().__init__(report.message)
+        super().__init__(Failure(report.message))
         self.report = report
 
 
@@ -106,13 +109,13 @@ def count_tiles(fn, problem, n, *, D=16, is_causal=True, window_size=None, sink_
             return fn(q, k, v, **kwargs)
     out = record.call(run, (q, k, v), kwargs, observers=[probe])
     if probe.memory_error:
-        raise AssertionError(probe.memory_error)
+        raise CheckFailed(Failure(probe.memory_error, check=f"Problem {problem}"))
     if problems.get(problem).returns_lse:
         out = out[0]
     atol, rtol = TOLERANCES[q.dtype]
     if not torch.allclose(out.double(), reference_attention(q, k, v, **case.mask_kwargs()), atol=atol, rtol=rtol):
-        raise AssertionError(f"Problem {problem}: the output is wrong at N={n} {case.mask_kwargs()}: "
-                             f"run autograder.check({problem}, fn) first.")
+        raise CheckFailed(Failure(f"the output is wrong at N={n} {case.mask_kwargs()}: run "
+                                  f"autograder.check({problem}, fn) first.", check=f"Problem {problem}"))
     return probe.counts.key_loads, probe.counts.selects_2d, probe
 
 
@@ -125,15 +128,17 @@ _WINDOW_W = 16
 _SINKS = 4
 
 
-def check_tile_skipping(fn, problem: int, verbose: bool = True) -> SkippingReport:
+def check_tile_skipping(problem: int, fn, verbose: bool = True) -> SkippingReport:
     """Check that `fn` skips the key tiles its mask rules out (Problems 4, 6, 7); return a SkippingReport.
 
     Problems 6 and 7: raises TileSkippingFailed (an AssertionError) when the key-tile visits at a
     fixed window W grow faster than N (N -> 2N should about double them; visiting every causal
     tile quadruples them). Problem 4: the report's `warnings` say when the kernel masks tiles that
     need no mask (correct, but slower: a compare and a select per score on every tile)."""
-    if problem not in (4, 6, 7):
-        raise ValueError(f"tile skipping is graded for Problems 4, 6 and 7, not {problem!r}")
+    graded = problems.numbers(tile_skipping="forward")
+    if problem not in graded:
+        raise ValueError(f"tile skipping is graded for Problems {', '.join(map(str, graded))}, not {problem!r}; "
+                         f"call check_tile_skipping(problem, fn)")
     _correctness_gate(fn, problem)
     if not device.interpreted():
         return _verdict(_gpu_scaling(fn, problem), verbose)
@@ -278,11 +283,11 @@ def _gpu_scaling(fn, problem) -> SkippingReport:
 # the backward (Problem 9): both loops must skip what the window hides
 
 
-def _count_backward_loads(fn, n, watch_name):
+def _count_backward_loads(problem, fn, n, watch_name):
     """Run fn forward + backward on [1, 1, n, 16] with the window and sinks of the tile checks;
     return the 2-D loads of q (watch_name "q") or k ("k") during both passes."""
     case = Case("algorithm", 1, 1, 1, n, 16, is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS)
-    q, k, v, do, _ = make_inputs(case, 9)
+    q, k, v, do, _ = make_inputs(case, problem)
     for t in (q, k, v):
         t.requires_grad_()
     probe = InterpreterProbe(watch=q if watch_name == "q" else k)
@@ -293,32 +298,33 @@ def _count_backward_loads(fn, n, watch_name):
             return tuple(torch.autograd.grad(fn(q, k, v, **kwargs), (q, k, v), do))
     grads = record.call(run, (q, k, v, do, watch_name), kwargs, observers=[probe])
     if probe.memory_error:
-        raise AssertionError(probe.memory_error)
+        raise CheckFailed(Failure(probe.memory_error, check=f"Problem {problem}"))
     ref = reference_grads(q, k, v, do, case)
     if not all(_close(g.double(), ref[name], GRAD_TOLERANCES[q.dtype]) for g, name in zip(grads, ("dq", "dk", "dv"))):
-        raise AssertionError(f"Problem 9: the gradients are wrong at N={n} {case.mask_kwargs()}: "
-                             f"run autograder.check_backward(9, fn) first.")
+        raise CheckFailed(Failure(f"the gradients are wrong at N={n} {case.mask_kwargs()}: run "
+                                  f"autograder.check_backward({problem}, fn) first.", check=f"Problem {problem}"))
     return probe.counts.key_loads
 
 
-def check_backward_tile_skipping(fn, problem: int = 9, verbose: bool = True) -> SkippingReport:
+def check_backward_tile_skipping(problem: int, fn, verbose: bool = True) -> SkippingReport:
     """Problem 9: fail (TileSkippingFailed) when the query tiles the dK/dV kernel visits (loads of q)
     or the key tiles the forward and the dQ kernel visit (loads of k) grow like N^2 at a fixed
     window; return a SkippingReport with the loads ("query", "key") at N and 2N."""
-    if problem != 9:
-        raise ValueError(f"backward tile skipping is graded for Problem 9, not {problem!r}")
+    graded = problems.numbers(tile_skipping="backward")
+    if problem not in graded:
+        raise ValueError(f"backward tile skipping is graded for Problem {', '.join(map(str, graded))}, not "
+                         f"{problem!r}; call check_backward_tile_skipping(problem, fn)")
     if not device.interpreted():
-        return _verdict(_gpu_backward_scaling(fn), verbose)
+        return _verdict(_gpu_backward_scaling(problem, fn), verbose)
     sizes = (_WINDOW_N, 2 * _WINDOW_N)
     mask = dict(is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS)
     visits = {}
     try:
         for name, watch in (("query", "q"), ("key", "k")):
-            visits[name] = tuple(_count_backward_loads(fn, m, watch) for m in sizes)
+            visits[name] = tuple(_count_backward_loads(problem, fn, m, watch) for m in sizes)
     except Exception as exc:   # noqa: BLE001 - the release stub raises inside the kernel
-        if _not_implemented(exc):
-            raise NotImplementedYet(f"Problem {problem} is not implemented yet: fill in the cells marked "
-                                    f"`# YOUR CODE HERE` and run them again.") from None
+        if not_implemented(exc):
+            raise NotImplementedYet.of(f"Problem {problem}") from None
         raise
     report = SkippingReport(problem, "cpu", sizes, mask, visits=visits)
     growth = {name: report.growth(name) for name in visits}
@@ -334,17 +340,17 @@ def check_backward_tile_skipping(fn, problem: int = 9, verbose: bool = True) -> 
         name = failing[0]
         (small, big), (loop, fix) = visits[name], where[name]
         report.message = (
-            f"Problem 9: the gradients are right, but {loop} visits tiles the mask rules out. With "
+            f"Problem {problem}: the gradients are right, but {loop} visits tiles the mask rules out. With "
             f"W={_WINDOW_W}, S={_SINKS}: {small} {name}-tile loads at N={sizes[0]}, {big} at N={sizes[1]} "
             f"(x{growth[name]:.1f}); work O(N * W) doubles with N, O(N^2) quadruples. {fix}.")
     else:
-        report.message = (f"Problem 9: from N={sizes[0]} to N={sizes[1]} at W={_WINDOW_W}, S={_SINKS}, query-tile "
+        report.message = (f"Problem {problem}: from N={sizes[0]} to N={sizes[1]} at W={_WINDOW_W}, S={_SINKS}, query-tile "
                           f"loads grow x{growth['query']:.1f} and key-tile loads x{growth['key']:.1f}: O(N * W) in "
                           f"both loops.")
     return _verdict(report, verbose)
 
 
-def _gpu_backward_scaling(fn) -> SkippingReport:
+def _gpu_backward_scaling(problem, fn) -> SkippingReport:
     W = 1024
     sizes = (8192, 16384)
     times = []
@@ -358,12 +364,12 @@ def _gpu_backward_scaling(fn) -> SkippingReport:
             return gpu_ms(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True))
         times.append(record.call(timed, ("backward gpu_ms", n)))     # a replay has nothing to time
     growth = times[1] / times[0]
-    report = SkippingReport(9, "gpu", sizes, case.mask_kwargs(), ratio=growth,
+    report = SkippingReport(problem, "gpu", sizes, case.mask_kwargs(), ratio=growth,
                             times_ms={"backward": tuple(times)}, passed=growth <= 3.0)
     if not report.passed:
-        report.message = (f"Problem 9: the backward's time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: "
+        report.message = (f"Problem {problem}: the backward's time grows x{growth:.1f} from N=8192 to N=16384 at W={W}: "
                           f"O(N^2), not O(N * W) (about x2). Both backward loops must skip the tiles outside "
                           f"the window and the sinks.")
     else:
-        report.message = f"Problem 9: backward time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2)."
+        report.message = f"Problem {problem}: backward time x{growth:.2f} from N=8192 to N=16384 at W={W} (O(N * W): about x2)."
     return report

@@ -17,8 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import device, problems, record
-from .check import CheckFailed, NotImplementedYet, _not_implemented
+from .. import device
+from ..spec import problems
+from ..watch import record
+from .core import CheckFailed, NotImplementedYet, not_implemented
 from .failure import Failure
 
 
@@ -59,7 +61,7 @@ def config(problem: int, tier: str = None) -> Config:
 def reference_attention_torch(q, k, v, is_causal=True, window_size=None, sink_size=None, sink_logits=None):
     """PyTorch attention in float32 (SDPA when it can, a dense masked softmax for windows, sinks and
     sink logits), returned in q's dtype: the baseline the capstone compares against."""
-    from .masks import attention_mask, dense_mask
+    from ..spec.masks import attention_mask, dense_mask
     q32, k32, v32 = q.float(), k.float(), v.float()
     group = q.shape[1] // k.shape[1]
     if window_size is None and not sink_size and sink_logits is None:
@@ -169,9 +171,8 @@ def train_and_compare(attention_fn, problem: int = 8, cfg: Config = None, plot: 
         # one recorded call (autograder.record): a replay gets the losses, then trains the reference itself
         yours = list(record.call(lambda: _train(ours, cfg, seed=1), ("capstone", problem, repr(cfg))))
     except Exception as exc:   # noqa: BLE001
-        if _not_implemented(exc):
-            raise NotImplementedYet(f"Problem {problem} is not implemented yet: fill in the cells marked "
-                                    f"`# YOUR CODE HERE` and run them again.") from None
+        if not_implemented(exc):
+            raise NotImplementedYet.of(f"Problem {problem}") from None
         raise
     seconds = time.perf_counter() - t0
     ref = _train(theirs, cfg, seed=1)

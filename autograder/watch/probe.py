@@ -10,8 +10,8 @@ On the CPU tier, Triton kernels run in the interpreter, one program at a time, i
   * every 2-D load from the key tensor: one key-tile visit;
   * every 2-D `tl.where` (a select over a score tile): one masked tile.
 
-Its own module because both the cheat guard (every graded call, `autograder.guard`) and the tile
-counts (`autograder.algorithm`) use it; the tile counts also need the checks, which need the guard.
+Its own module because both the cheat guard (every graded call, `autograder.watch.guard`) and the tile
+counts (`autograder.tile_skipping`) use it; the tile counts also need the checks, which need the guard.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import device
+from .. import device
 
 
 @dataclass

@@ -5,10 +5,10 @@ hints. `render()` is the text the student reads (the exception's message); `summ
 of it for the scoreboard, benchmark notes and grade reports, built from the parts rather than cut
 out of the text.
 
-This module imports nothing of the autograder, nor torch: `autograder.record` rebuilds these
-exceptions when it replays a recorded call, every check module raises them, and the grader, which
-never imports the autograder (tools/grading/_tools.py loads this file by path), reads failures back
-from notebook outputs with `Failure.parse`.
+Failures stay objects until a person reads them: `autograder.record` saves a verdict's parts
+(`fields`) and rebuilds it from them, and no check reads a rendered text back. Only the grader,
+which never imports the autograder (tools/grading/_tools.py loads this file by path) and has
+nothing but a notebook's error output, parses text (`Failure.parse`), once, at its boundary.
 """
 from __future__ import annotations
 
@@ -55,6 +55,16 @@ class Failure:
     # a case failure's first line, as `render` writes it
     _HEADER = re.compile(r"^(?P<check>.+?) failed on case (?P<case>\[.*\] .*) \((?P<tier>[\w-]+) tier\):$")
 
+    def fields(self) -> dict:
+        """The parts as plain data (str and lists): what a recording keeps."""
+        return {"what": self.what, "check": self.check, "case": self.case, "tier": self.tier, "where": self.where,
+                "hints": list(self.hints), "detail": self.detail}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> "Failure":
+        return cls(**{k: (tuple(str(h) for h in v) if k == "hints" else str(v)) for k, v in fields.items()
+                      if k in cls.__dataclass_fields__})
+
     @classmethod
     def parse(cls, text: str) -> "Failure":
         """The parts of a rendered failure, for a reader that has only the text (the grader reading a
@@ -95,10 +105,12 @@ class CheckFailed(AssertionError):
     student (IPython calls _render_traceback_ when it exists)."""
 
     def __init__(self, failure: Union[Failure, str] = ""):
-        # a string: a check without parts to give, or a verdict rebuilt from its text (replay, pickle);
-        # parse(render(f)) renders to the same text, so the message never changes on the way
-        self.failure = failure if isinstance(failure, Failure) else Failure.parse(str(failure))
+        # a string: a verdict with nothing but its words (pickle passes the rendered message back)
+        self.failure = failure if isinstance(failure, Failure) else Failure(what=str(failure))
         super().__init__(self.failure.render())
+
+    def __reduce__(self):
+        return type(self), (self.failure,)
 
     def _render_traceback_(self):
         return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
@@ -107,8 +119,18 @@ class CheckFailed(AssertionError):
 class NotImplementedYet(CheckFailed):
     """The student's cell still holds the release stub."""
 
+    @classmethod
+    def of(cls, label: str) -> "NotImplementedYet":
+        """The verdict for `label` ("Problem 4", "Problem 2b"), worded once for every check."""
+        return cls(Failure(f"{label} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` and "
+                           f"run them again."))
 
-def _not_implemented(exc: BaseException) -> bool:
+    @classmethod
+    def returned_none(cls, label: str) -> "NotImplementedYet":
+        return cls(Failure(f"{label}: your function returned None - is it implemented?"))
+
+
+def not_implemented(exc: BaseException) -> bool:
     text = "".join(traceback.format_exception_only(type(exc), exc))
     while exc is not None:
         if isinstance(exc, NotImplementedError):

@@ -9,46 +9,17 @@ says which case, how many elements, where, and - when it can tell - which mistak
 from __future__ import annotations
 
 import time
-import traceback
-from dataclasses import dataclass, field
 
 import torch
 
-from . import device, problems, record
-from .cases import Case, visible_cases
+from .. import device
+from ..spec import problems
+from ..spec.cases import Case, visible_cases
+from ..spec.reference import LSE_TOLERANCES, TOLERANCES, reference_attention
+from ..watch import record
+from ..watch.guard import POISON, Guard
+from .core import CaseResult, CheckSummary, NotImplementedYet, fail, inputs_unchanged, raised, run_suite, select_cases
 from .diagnose import locate, mask_flips, nan_hypotheses, stride_mixup, whole_output_hypotheses
-from .failure import CheckFailed, Failure, NotImplementedYet, _not_implemented
-from .guard import POISON, Guard
-from .reference import LSE_TOLERANCES, TOLERANCES, ReferenceCalledError, reference_attention
-
-
-@dataclass
-class CaseResult:
-    case: Case
-    max_abs_err: float
-    seconds: float
-    launches: int = 0           # kernel launches seen by the guard (attention problems)
-
-
-@dataclass
-class CheckSummary:
-    problem: int
-    results: list = field(default_factory=list)
-
-    @property
-    def passed(self):
-        return len(self.results)
-
-    def __repr__(self):
-        worst = max((r.max_abs_err for r in self.results), default=0.0)
-        return f"CheckSummary(problem={self.problem}, passed={self.passed} cases, worst max|err|={worst:.2e})"
-
-
-def _fail(case, problem, msg, hints=(), where=""):
-    """Raise CheckFailed: `problem` (9, or a part such as "2a") failed on `case` with `msg`;
-    `where`: the located wrong elements."""
-    raise CheckFailed(Failure(msg, check=f"Problem {problem}", case=f"[{case.family}] {case.describe()}",
-                              tier=device.TIER, where=where, hints=tuple(h for h in hints if h)))
 
 
 def _call(problem, fn, case, q, k, v):
@@ -71,47 +42,27 @@ def _call(problem, fn, case, q, k, v):
     return out, guard, time.perf_counter() - t0
 
 
-def raised(problem, case, exc, what, reproduce, hints=()):
-    """Report an exception from a call of student code: not implemented yet, cheating, or the
-    exception itself with `hints` and how to reproduce it. Always raises."""
-    if isinstance(exc, (CheckFailed, record.NotRecorded)):
-        raise exc
-    if _not_implemented(exc):
-        raise NotImplementedYet(
-            f"Problem {problem} is not implemented yet: fill in the cells marked `# YOUR CODE HERE` "
-            f"and run them again.") from None
-    if isinstance(exc, ReferenceCalledError):
-        _fail(case, problem, f"cheating detected: {exc}")
-    summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    if len(summary) > 1500:
-        summary = summary[:1500] + " ..."
-    if "out of bounds" in summary.lower() or "illegal memory" in summary.lower():
-        hints = [*hints, "a load or store touched memory outside the tensor: every tl.load / tl.store of a "
-                         "tile that can stick out of the tensor needs mask=..."]
-    _fail(case, problem, f"{what} raised {summary}", [*hints, reproduce])
-
-
 def _check_output(problem, case, out, q):
     if problems.get(problem).returns_lse:
         if not (isinstance(out, tuple) and len(out) == 2):
-            _fail(case, problem, f"Problem {problem} returns (O, lse): the output and the log-sum-exp of each row; "
+            fail(case, problem, f"Problem {problem} returns (O, lse): the output and the log-sum-exp of each row; "
                                  f"got {type(out).__name__}")
         out, lse = out
     else:
         lse = None
     if out is None:
-        raise NotImplementedYet(f"Problem {problem}: your function returned None - is it implemented?")
+        raise NotImplementedYet.returned_none(f"Problem {problem}")
     if not isinstance(out, torch.Tensor):
-        _fail(case, problem, f"expected a torch.Tensor, got {type(out).__name__}")
+        fail(case, problem, f"expected a torch.Tensor, got {type(out).__name__}")
     if tuple(out.shape) != tuple(q.shape):
-        _fail(case, problem, f"output shape {tuple(out.shape)}, expected {tuple(q.shape)} (same as q)")
+        fail(case, problem, f"output shape {tuple(out.shape)}, expected {tuple(q.shape)} (same as q)")
     if out.dtype != q.dtype:
-        _fail(case, problem, f"output dtype {out.dtype}, expected {q.dtype} (same as q)")
+        fail(case, problem, f"output dtype {out.dtype}, expected {q.dtype} (same as q)")
     if out.device != q.device:
-        _fail(case, problem, f"output on {out.device}, expected {q.device} (same as q)")
+        fail(case, problem, f"output on {out.device}, expected {q.device} (same as q)")
     if lse is not None:
         if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != tuple(q.shape[:3]):
-            _fail(case, problem, f"lse must be a tensor of shape {tuple(q.shape[:3])} ([B, H, N]), "
+            fail(case, problem, f"lse must be a tensor of shape {tuple(q.shape[:3])} ([B, H, N]), "
                                  f"got {getattr(lse, 'shape', type(lse).__name__)}")
     return out, lse
 
@@ -124,11 +75,10 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
     out, guard, seconds = _call(problem, fn, case, q, k, v)
     refused = guard.verdict()
     if refused:
-        _fail(case, problem, refused)
+        fail(case, problem, refused)
     out, lse = _check_output(problem, case, out, q)
-    for name, t0, t in zip("qkv", before, (q, k, v)):
-        if not torch.equal(t0, t):
-            _fail(case, problem, f"your function modified its input {name}: compute into a new output tensor.")
+    inputs_unchanged(case, problem, before, (q, k, v), ("its input q", "its input k", "its input v"),
+                     "compute into a new output tensor.")
 
     atol, rtol = TOLERANCES[case.resolved_dtype]
     pytorch = problems.get(problem).pytorch     # hints in torch's words, no grid or strides
@@ -140,7 +90,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         default = ("the given code writes rows start_m .. start_m + rows of o: keep it." if pytorch else
                    "every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
                    "store with mask offs_m < N, not a smaller bound.")
-        _fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default],
+        fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default],
               where)
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)
@@ -148,7 +98,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         diagnosis = nan_hypotheses(q, k, v, out, case, atol, rtol)
         if diagnosis:
             hints = [diagnosis] + hints
-        _fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
+        fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
               hints + ["NaN usually comes from torch.exp(-inf - (-inf)): a row that sees no key in a tile "
                        "keeps its running max m_i = -inf, so subtract m_safe = torch.where(m_new == -inf, 0, "
                        "m_new) (and keep m_i = m_new); or from 0/0 when l_i stays 0." if pytorch else
@@ -168,13 +118,13 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         diag_hints = [diagnosis] if diagnosis else mask_flips(q, k, v, out, case, atol, rtol, pytorch=pytorch)
         if diag_hints:
             # a named mistake explains the rows; "only the last rows" would point at the grid instead
-            hints = [h for h in hints if not h.startswith("only the last rows")]
+            hints = locate(bad, out.shape, pytorch, grid_hint=False)[1]
         elif case.layout != "contiguous":
             diag_hints = [_layout_hint(problem, fn, case, q, k, v, atol, rtol)]
         elif not pytorch:
             diag_hints = ["no single key or key tile explains the wrong rows: check the loop bounds (which "
                           "key tiles each query tile visits, in each phase) and the mask."]
-        _fail(case, problem, msg, diag_hints + hints, where)
+        fail(case, problem, msg, diag_hints + hints, where)
     if lse is not None:
         la, lr = LSE_TOLERANCES[case.resolved_dtype]
         lse = lse.double()
@@ -184,7 +134,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
             hint = ""
             if torch.allclose(lse, expected_lse / torch.log(torch.tensor(2.0, dtype=torch.float64)), atol=la, rtol=lr):
                 hint = " It matches the log-sum-exp in base 2: return the natural log (multiply by ln 2)."
-            _fail(case, problem, f"O is right but lse is off (max |err| {diff.max().item():.3g} at batch {b}, "
+            fail(case, problem, f"O is right but lse is off (max |err| {diff.max().item():.3g} at batch {b}, "
                                  f"head {h}, row {i}): lse = m_i + log(l_i), natural log, of the scaled scores.{hint}")
     return CaseResult(case, float(err.max()) if err.numel() else 0.0, seconds, len(guard.launches))
 
@@ -236,32 +186,3 @@ def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True
         raise TypeError(f"fn must be your function (e.g. flash_attention_forward), got {type(fn).__name__}")
     cases = select_cases(visible_cases(problem) if cases is None else cases, family)
     return run_suite(problem, f"Problem {problem}", cases, lambda case: check_case(problem, fn, case), verbose)
-
-
-def select_cases(cases, family=None):
-    """`cases` as a list, only those of `family` when one is given (a clear error when none is)."""
-    cases = list(cases)
-    if family is not None:
-        families = sorted({c.family for c in cases})
-        cases = [c for c in cases if c.family == family]
-        if not cases:
-            raise ValueError(f"no cases in family {family!r}; families: {families}")
-    return cases
-
-
-def run_suite(problem, title, cases, check_one, verbose=True) -> CheckSummary:
-    """Run `check_one(case)` on each case behind a progress bar (one printed row per case); the
-    first failure propagates. Shared by every check of the course."""
-    from tqdm.auto import tqdm
-    summary = CheckSummary(problem)
-    with tqdm(cases, desc=title, disable=not verbose, leave=False) as bar:
-        for case in bar:
-            result = check_one(case)
-            summary.results.append(result)
-            if verbose:
-                tqdm.write(f"  ok  [{case.family:7s}] {case.describe():48s} max|err| {result.max_abs_err:.2e}  "
-                           f"{result.seconds * 1e3:8.1f} ms")
-    if verbose:
-        n = summary.passed
-        print(f"{title}: {'all ' + str(n) + ' cases' if n > 1 else 'the case'} passed ({device.TIER} tier).")
-    return summary

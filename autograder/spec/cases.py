@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch
 
-from . import device, problems
+from . import problems
+from .. import device
 from .masks import mask_kwargs
 
 LAYOUTS = ("contiguous", "bnhd", "padded", "bhdn", "mixed")
@@ -190,7 +191,7 @@ def _attention_cases(problem: int, tier: str):
                 _c("gqa", 2, 4, 4, 300, 64, seed=14, is_causal=not causal),
                 _c("gqa", 1, 16, 2, 1024, 128, seed=15, **ck),
             ]
-    if problem == 1:
+    if spec.pytorch:
         # non-causal and ragged: only the bounds mask keeps keys past N out (causal hides them anyway)
         cases.append(_c("ragged", 2, 2, 2, 77 if tier == "cpu" else 1000, 16, seed=203, is_causal=False))
         # PyTorch problem: also check the non-causal path (Problem 3 builds on it)

@@ -15,14 +15,16 @@ import time
 
 import torch
 
-from . import device, problems, record
-from .cases import Case
-from .check import CaseResult, CheckFailed, NotImplementedYet, _fail, _not_implemented, raised, run_suite, select_cases
+from .. import device
+from ..spec import problems
+from ..spec.cases import Case
+from ..spec.masks import attention_mask, dense_mask
+from ..spec.reference import TOLERANCES, dense_attention64
+from ..watch import record
+from ..watch.guard import POISON, Guard
+from .core import (CaseResult, CheckFailed, Failure, NotImplementedYet, fail, inputs_unchanged, not_implemented, raised,
+                   run_suite, select_cases)
 from .diagnose import locate, stride_mixup, whole_output_hypotheses
-from .failure import Failure
-from .guard import POISON, Guard
-from .masks import attention_mask, dense_mask
-from .reference import TOLERANCES
 
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
@@ -44,23 +46,6 @@ def _visible(case, N, dev):
     return dense_mask(attention_mask(**case.mask_kwargs()), N, device=dev)
 
 
-def attention64(q, k, v, visible, sink_logits=None):
-    """Dense float64 attention with a boolean [N, N] mask and optional GPT-OSS sink logits ([Hq]:
-    exp(sink_h) joins every row's softmax denominator, with no value). Differentiable."""
-    q, k, v = q.double(), k.double(), v.double()
-    group = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
-    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    s = s.masked_fill(~visible, float("-inf"))
-    if sink_logits is not None:
-        sink = sink_logits.double()[None, :, None, None].expand(*s.shape[:-1], 1)
-        s = torch.cat([s, sink], -1)
-    p = torch.softmax(s, -1)
-    if sink_logits is not None:
-        p = p[..., :-1]
-    return p @ v
-
-
 def make_inputs(case: Case, problem: int):
     """q, k, v, dO (each in its layout: `Case.layout_of`) and the sink logits (or None)."""
     q, k, v = case.make_inputs()
@@ -77,7 +62,7 @@ def reference_grads(q, k, v, do, case, sink=None):
     leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
     if sink is not None:
         leaves.append(sink.detach().double().requires_grad_())
-    o = attention64(*leaves[:3], _visible(case, q.shape[2], q.device), leaves[3] if sink is not None else None)
+    o = dense_attention64(*leaves[:3], _visible(case, q.shape[2], q.device), leaves[3] if sink is not None else None)
     grads = torch.autograd.grad(o, leaves, do.double())
     out = dict(o=o.detach(), dq=grads[0], dk=grads[1], dv=grads[2])
     if sink is not None:
@@ -222,6 +207,7 @@ def gradient_hypothesis(q, k, v, do, sink, case, problem, got, wrong, tol):
 # the check
 
 _ROWS = {"dq": "query rows", "dk": "key rows", "dv": "key rows"}     # what dim 2 of each gradient indexes
+_SHORT = {"dq": "dQ", "dk": "dK", "dv": "dV", "dsink": "d sink"}
 _NAMES = {"dq": "dQ (q.grad)", "dk": "dK (k.grad)", "dv": "dV (v.grad)", "dsink": "d sink (sink_logits.grad)"}
 
 
@@ -272,10 +258,8 @@ def check_backward_case(problem: int, fn, case: Case):
     out, grads, guard, seconds = _run(problem, fn, case, q, k, v, do, sink)
     refused = guard.verdict(cheat_note=" (forward and backward are both graded)")
     if refused:
-        _fail(case, problem, refused)
-    for name, t0, t in zip(("q", "k", "v", "dO"), before, (q, k, v, do)):
-        if not torch.equal(t0, t):
-            _fail(case, problem, f"your function modified {name}: write gradients into new tensors.")
+        fail(case, problem, refused)
+    inputs_unchanged(case, problem, before, (q, k, v, do), ("q", "k", "v", "dO"), "write gradients into new tensors.")
     # the forward first: a wrong O makes every gradient wrong
     atol, rtol = TOLERANCES[case.resolved_dtype]
     bad = (out.double() - ref["o"]).abs() > atol + rtol * ref["o"].abs()
@@ -284,7 +268,7 @@ def check_backward_case(problem: int, fn, case: Case):
         why = whole_output_hypotheses(q, k, v, out, case, atol, rtol) if sink is None else None
         if not why and case.layout != "contiguous":
             why = _layout_hint(problem, fn, case, q, k, v, do, sink, GRAD_TOLERANCES[case.resolved_dtype])
-        _fail(case, problem, f"the forward output O is wrong ({where}): fix the forward before the gradients.",
+        fail(case, problem, f"the forward output O is wrong ({where}): fix the forward before the gradients.",
               ([why] if why else []) + hints, where)
     tol = GRAD_TOLERANCES[case.resolved_dtype]
     shapes = dict(dq=q, dk=k, dv=v, dsink=sink)
@@ -292,18 +276,18 @@ def check_backward_case(problem: int, fn, case: Case):
     for name, want in ((n, ref[n]) for n in grads):
         g = grads[name]
         if g is None:
-            _fail(case, problem, f"{_NAMES[name]} is None: backward must return a gradient for every input "
+            fail(case, problem, f"{_NAMES[name]} is None: backward must return a gradient for every input "
                                  f"(in forward's argument order; None only for is_causal and the mask sizes).")
         like = shapes[name]
         if tuple(g.shape) != tuple(like.shape) or g.dtype != like.dtype:
-            _fail(case, problem, f"{_NAMES[name]} has shape {tuple(g.shape)} and dtype {g.dtype}; expected "
+            fail(case, problem, f"{_NAMES[name]} has shape {tuple(g.shape)} and dtype {g.dtype}; expected "
                                  f"{tuple(like.shape)} {like.dtype} (the input's).")
         gd = g.double()
         if name != "dsink" and (gd == torch.tensor(POISON, dtype=g.dtype).double()).all(-1).any():
             rows = (gd == torch.tensor(POISON, dtype=g.dtype).double()).all(-1)
             kernel = "dK/dV" if name in ("dk", "dv") else "dQ"
             where, hints = locate(rows[..., None].expand_as(gd), g.shape, rows_are=_ROWS[name])
-            _fail(case, problem, f"{int(rows.sum())} row(s) of {_NAMES[name]} were never written ({where}).",
+            fail(case, problem, f"{int(rows.sum())} row(s) of {_NAMES[name]} were never written ({where}).",
                   hints + [f"the {kernel} kernel's grid must cover every "
                            + ("key tile of every K/V head: (cdiv(N, BLOCK_N1), B * Hkv)" if kernel == "dK/dV"
                               else "query tile of every query head: (cdiv(N, BLOCK_M2), B * Hq)")
@@ -312,7 +296,7 @@ def check_backward_case(problem: int, fn, case: Case):
             where, hints = locate(~torch.isfinite(gd) if gd.dim() == 4 else ~torch.isfinite(gd)[None, :, None, None],
                                   g.shape if gd.dim() == 4 else (1, g.shape[0], 1, 1),
                                   rows_are=_ROWS.get(name, "query rows"))
-            _fail(case, problem, f"{_NAMES[name]} has NaN or inf ({where}).",
+            fail(case, problem, f"{_NAMES[name]} has NaN or inf ({where}).",
                   hints + ["P = exp2(qk * qk_scale - lse2) needs the lse the forward stored for that row; rows past N "
                            "must load lse with other=+inf (P = 0) and q, dO with other=0; a masked pair gets P = 0 "
                            "(tl.where(mask, p, 0.0)), not a score of -inf minus -inf."], where)
@@ -336,12 +320,12 @@ def check_backward_case(problem: int, fn, case: Case):
             where, _ = locate(bad, gd.shape, rows_are=_ROWS[name])
             lines.append(f"{_NAMES[name]}: {int(bad.sum())} of {bad.numel()} elements off (max |err| "
                          f"{err.max().item():.3g}, largest |ref| {want.abs().max().item():.3g}) at {where}")
-        right = [_NAMES[n].split()[0] for n in grads if n not in wrong]
+        right = [_SHORT[n] for n in grads if n not in wrong]
         msg = "; ".join(lines) + (f". Right: {', '.join(right)}." if right else ".")
         hints = [why] if why else _generic_hints(wrong, case) + _location_hints(bad_at, case)
         if not why and case.layout != "contiguous":
             hints.append(_layout_hint(problem, fn, case, q, k, v, do, sink, tol))
-        _fail(case, problem, msg, hints)
+        fail(case, problem, msg, hints)
     return CaseResult(case, worst, seconds, len(guard.launches))
 
 
@@ -422,7 +406,11 @@ def check_backward(problem: int, fn, family: str = None, cases=None, verbose: bo
 def try_backward(fn, case: Case, problem: int = None):
     """Run `fn` forward and backward once; print the largest error of each gradient. Never raises for
     the release stub or a wrong answer; returns the gradients (None when not implemented yet)."""
-    problem = problem or (9 if case.window_size or case.sink_size or case.sink_logits else 8)
+    if problem is None:     # the first backward problem that has every feature the case uses
+        needs = dict(window=case.window_size is not None, sinks=case.sink_size is not None,
+                     sink_logits=case.sink_logits)
+        problem = next(n for n in problems.numbers("check_backward")
+                       if all(getattr(problems.get(n), f) for f, used in needs.items() if used))
     q, k, v, do, sink = make_inputs(case, problem)
     ref = reference_grads(q, k, v, do, case, sink)
     leaves = [t.requires_grad_() for t in (q, k, v)] + ([sink.requires_grad_()] if sink is not None else [])
@@ -431,7 +419,7 @@ def try_backward(fn, case: Case, problem: int = None):
         out = fn(q, k, v, **kwargs)
         grads = torch.autograd.grad(out, leaves, do, allow_unused=True)
     except Exception as exc:   # noqa: BLE001
-        if _not_implemented(exc):
+        if not_implemented(exc):
             print("not implemented yet: fill in the cells marked `# YOUR CODE HERE`, run them, then this cell.")
             return None
         raise
@@ -466,7 +454,9 @@ def _autograd_contract(problem: int, fn):
     q, k, v, do, _ = make_inputs(case, problem)
     kw = case.mask_kwargs()
     contract = f"Problem {problem}, autograd contract"
-    fail = lambda msg: (_ for _ in ()).throw(CheckFailed(Failure(msg, check=contract)))  # noqa: E731
+
+    def fail(msg):
+        raise CheckFailed(Failure(msg, check=contract))
     try:
         with torch.no_grad():
             out = fn(q, k, v, **kw)
@@ -495,9 +485,8 @@ def _autograd_contract(problem: int, fn):
     except CheckFailed:
         raise
     except Exception as exc:   # noqa: BLE001
-        if _not_implemented(exc):
-            raise NotImplementedYet(f"Problem {problem} is not implemented yet: fill in the cells marked "
-                                    f"`# YOUR CODE HERE` and run them again.") from None
+        if not_implemented(exc):
+            raise NotImplementedYet.of(f"Problem {problem}") from None
         raise CheckFailed(Failure(f"your function raised {type(exc).__name__}: {exc}", check=contract)) from None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import device
+from .. import device
 
 
 def attention_tiles(head_dim: int, dtype: torch.dtype = None, causal: bool = False) -> dict:
