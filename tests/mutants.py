@@ -381,11 +381,15 @@ MUTANTS = [
       ("""    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     for g in range(GROUP):                     # every query head that reads this K/V head adds in
-""", """    for g in range(GROUP):
+""", """    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for g in range(GROUP):
         dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 """),
-      "dk, dv zeroed inside the group loop: only the last query head counts", ("last", "group")),
+      # zeroed only inside the loop, dk is not defined after it: a GPU's compiler refuses that (and the CPU
+      # check says so); zeroed before and again inside, it compiles and only the last head counts
+      "dk, dv zeroed again inside the group loop: only the last query head counts", ("last", "group")),
     M("p8_group_first_only", 8,
       ("for g in range(GROUP):", "for g in range(1):"),
       "only the first query head of each group", ("first", "group")),

@@ -18,8 +18,9 @@ from ..spec.cases import Case, visible_cases
 from ..spec.reference import LSE_TOLERANCES, TOLERANCES, reference_attention
 from ..watch import record
 from ..watch.guard import POISON, Guard
-from .core import CaseResult, CheckSummary, NotImplementedYet, fail, inputs_unchanged, raised, run_suite, select_cases
-from .diagnose import locate, mask_flips, nan_hypotheses, stride_mixup, whole_output_hypotheses
+from .core import (CaseResult, CheckSummary, NotImplementedYet, fail, inputs_unchanged, layout_hint, raised, run_suite,
+                   select_cases)
+from .diagnose import locate, mask_flips, nan_hypotheses, whole_output_hypotheses
 
 
 def _call(problem, fn, case, q, k, v):
@@ -150,25 +151,18 @@ def _layout_hint(problem, fn, case, q, k, v, atol, rtol):
         out, _, _ = _call(problem, fn, case, t["q"], t["k"], t["v"])
         out = out[0] if spec.returns_lse else out
         return bool((out.double() - expected).abs().le(atol + rtol * expected.abs()).all())
-    try:
-        contiguous_ok = passes({n: t.contiguous() for n, t in zip("qkv", (q, k, v))})
-    except Exception:   # noqa: BLE001 - the student's code failing on contiguous inputs is an answer too
-        contiguous_ok = False
-    if not contiguous_ok:
-        return ("the output is wrong for contiguous copies of these inputs too, so the strides are not "
-                "(only) to blame: " + ("check the mask and the online-softmax update." if pytorch else
-                                       "check the loop bounds (which key tiles each query tile visits) "
-                                       "and the mask."))
-    mixup = stride_mixup(case, dict(zip("qkv", (q, k, v))), passes) if case.layout == "mixed" else None
-    if mixup:
-        return mixup
+    wrong_too = ("the output is wrong for contiguous copies of these inputs too, so the strides are not (only) to "
+                 "blame: " + ("check the mask and the online-softmax update." if pytorch else
+                             "check the loop bounds (which key tiles each query tile visits) and the mask."))
     if pytorch:
-        return (f"this case's q, k, v are non-contiguous views ({case.layout} layout) and contiguous copies "
-                "pass: use operations that work on any memory layout (slicing, @, F.pad), not .view() or "
-                "storage offsets.")
-    return (f"this case's q, k, v are strided views ({case.layout} layout) and contiguous copies pass: address "
-            "every element with its tensor's own strides (stride_kn, stride_kd, ...), never N * D, HEAD_DIM "
-            "or a stride of 1.")
+        strided = (f"this case's q, k, v are non-contiguous views ({case.layout} layout) and contiguous copies "
+                   "pass: use operations that work on any memory layout (slicing, @, F.pad), not .view() or "
+                   "storage offsets.")
+    else:
+        strided = (f"this case's q, k, v are strided views ({case.layout} layout) and contiguous copies pass: "
+                   "address every element with its tensor's own strides (stride_kn, stride_kd, ...), never "
+                   "N * D, HEAD_DIM or a stride of 1.")
+    return layout_hint(case, dict(zip("qkv", (q, k, v))), passes, wrong_too, strided)
 
 
 def check(problem: int, fn, family: str = None, cases=None, verbose: bool = True) -> CheckSummary:

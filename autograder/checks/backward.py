@@ -22,9 +22,9 @@ from ..spec.masks import attention_mask, dense_mask
 from ..spec.reference import TOLERANCES, dense_attention64
 from ..watch import record
 from ..watch.guard import POISON, Guard
-from .core import (CaseResult, CheckFailed, Failure, NotImplementedYet, fail, inputs_unchanged, not_implemented, raised,
-                   run_suite, select_cases)
-from .diagnose import locate, stride_mixup, whole_output_hypotheses
+from .core import (CaseResult, CheckFailed, Failure, NotImplementedYet, fail, inputs_unchanged, layout_hint,
+                   not_implemented, raised, run_suite, select_cases)
+from .diagnose import locate, whole_output_hypotheses
 
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
@@ -376,19 +376,12 @@ def _layout_hint(problem, fn, case, q, k, v, do, sink, tol):
         out, grads, _, _ = _run(problem, fn, case, *(t[n].detach() for n in ("q", "k", "v", "do")), sink)
         return bool((out.double() - ref["o"]).abs().le(atol + rtol * ref["o"].abs()).all()) \
             and all(_close(g.double(), ref[n], tol) for n, g in grads.items())
-    try:
-        contiguous_ok = passes({n: t.contiguous() for n, t in zip(("q", "k", "v", "do"), (q, k, v, do))})
-    except Exception:   # noqa: BLE001 - failing on contiguous inputs is an answer too
-        contiguous_ok = False
-    if not contiguous_ok:
-        return ("the gradients are wrong for contiguous copies of these inputs too, so the strides are not "
-                "(only) to blame: check the math of the tile steps, the masks and the loop bounds.")
-    mixup = stride_mixup(case, dict(zip(("q", "k", "v", "do"), (q, k, v, do))), passes) \
-        if case.layout == "mixed" else None
-    if mixup:
-        return mixup
-    return (f"this case's q, k, v and dO are strided views ({case.layout} layout) and contiguous copies pass: "
-            "address every tensor with its own strides, dO and the gradients included.")
+    return layout_hint(
+        case, dict(zip(("q", "k", "v", "do"), (q, k, v, do))), passes,
+        wrong_too="the gradients are wrong for contiguous copies of these inputs too, so the strides are not "
+                  "(only) to blame: check the math of the tile steps, the masks and the loop bounds.",
+        strided=f"this case's q, k, v and dO are strided views ({case.layout} layout) and contiguous copies "
+                "pass: address every tensor with its own strides, dO and the gradients included.")
 
 
 def check_backward(problem: int, fn, family: str = None, cases=None, verbose: bool = True):

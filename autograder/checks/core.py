@@ -19,9 +19,10 @@ from .. import device
 from ..spec.cases import Case
 from ..spec.reference import ReferenceCalledError
 from ..watch import record
+from .diagnose import stride_mixup
 from .failure import CheckFailed, Failure, NotImplementedYet, not_implemented
 
-__all__ = ["CaseResult", "CheckSummary", "fail", "raised", "inputs_unchanged", "select_cases", "run_suite",
+__all__ = ["CaseResult", "CheckSummary", "fail", "raised", "inputs_unchanged", "layout_hint", "select_cases", "run_suite",
            "CheckFailed", "Failure", "NotImplementedYet", "not_implemented"]
 
 
@@ -78,6 +79,20 @@ def inputs_unchanged(case, problem, before, tensors, names, advice):
     for name, t0, t in zip(names, before, tensors):
         if not torch.equal(t0, t):
             fail(case, problem, f"your function modified {name}: {advice}")
+
+
+def layout_hint(case, tensors: dict, passes, wrong_too: str, strided: str) -> str:
+    """A failure on strided inputs: blame the strides only when contiguous copies of the same inputs
+    pass (`passes(tensors)`: the student's function is right on them); otherwise this case merely
+    showed a mistake made elsewhere first (`wrong_too`). On a `mixed` case, name the tensor read with
+    another's strides; else `strided`, the general advice."""
+    try:
+        contiguous_ok = passes({name: t.contiguous() for name, t in tensors.items()})
+    except Exception:   # noqa: BLE001 - the student's code failing on contiguous inputs is an answer too
+        contiguous_ok = False
+    if not contiguous_ok:
+        return wrong_too
+    return (stride_mixup(case, tensors, passes) if case.layout == "mixed" else None) or strided
 
 
 def select_cases(cases, family=None):
