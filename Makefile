@@ -23,7 +23,7 @@ INSTALL_TORCH := if $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU
 	else echo "setup: $(TORCH_CPU_INDEX) unreachable, torch==$(TORCH_VERSION) comes from the default index"; \
 	$(PY) -m pip install -q torch==$(TORCH_VERSION); fi && \
 	$(PY) -m pip install -q triton==$(TRITON_VERSION)
-TEST_BANNER   := CPU tier (Triton interpreter): about 25 min on 2 cores (the grading end-to-end tests are half of it), less on more
+TEST_BANNER   := CPU tier (Triton interpreter): about 75 min on 2 cores (grading end to end: the sandbox, a real Slurm and Gradescope's harness are two thirds of it); one problem's tests: pytest -k p3, about a minute
 endif
 
 .PHONY: setup run test test-gpu build check-build clean

@@ -58,8 +58,8 @@ def _launch(tmp_path, mode, gpu=False):
     conn = tmp_path / "conn.json"
     conn.write_text("{}")
     probes = [str(REPO / "solutions"), str(REPO / "notebooks"), str(REPO / ".git"), str(course / "gradebook.db"),
-              str(secret_file), str(REPO / "autograder" / "check.py"), sys.executable]
-    writes = [str(REPO / "autograder" / "check.py"), str(course / "gradebook.db"), str(jail / "mine.txt")]
+              str(secret_file), str(REPO / "autograder" / "checks" / "attention.py"), sys.executable]
+    writes = [str(REPO / "autograder" / "checks" / "attention.py"), str(course / "gradebook.db"), str(jail / "mine.txt")]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PROBE_PATHS": json.dumps(probes),
            "PROBE_WRITES": json.dumps(writes), "SECRET_TOKEN": "leaked"}
     if gpu:
