@@ -53,6 +53,16 @@ def test_global_read_in_a_kernel_is_named_with_its_line():
     assert gpu_compile.frontend_error(_times_constexpr, (x, y, 40), {"BLOCK": 64}) is None
 
 
+def test_fixing_the_constant_clears_the_verdict(monkeypatch):
+    """A student who makes the constant a tl.constexpr and runs the cell again is not told the old error
+    (the verdict is cached per kernel and the globals it names)."""
+    x = torch.randn(8)
+    y = torch.empty_like(x)
+    assert gpu_compile.frontend_error(_times_global, (x, y, 8), {"BLOCK": 16}) is not None
+    monkeypatch.setitem(_times_global.fn.__globals__, "SCALE", tl.constexpr(2.0))
+    assert gpu_compile.frontend_error(_times_global, (x, y, 8), {"BLOCK": 16}) is None
+
+
 def test_a_check_fails_on_a_kernel_that_only_the_interpreter_runs():
     mutant = next(m for m in mutants.MUTANTS if m.name == "p3_global_in_kernel")
     module = mutants.build(mutant)

@@ -27,7 +27,8 @@ _TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", 
           torch.int8: "i8", torch.int16: "i16", torch.int32: "i32", torch.int64: "i64", torch.uint8: "u8",
           torch.bool: "i1"}
 TARGET = ("cuda", 80, 32)       # an A100: bf16, the common denominator of the course's GPUs
-_done = {}                      # (kernel, signature) -> error or None
+_done = {}                      # (kernel, its globals, signature) -> error or None
+_jits = {}                      # kernel -> (ids of the globals it names, its JITFunction copy)
 
 
 def _arg_type(value):
@@ -149,14 +150,19 @@ def frontend_error(kernel, args, kwargs) -> str | None:
     python_fn = getattr(kernel, "fn", None)
     if not callable(python_fn) or _CLEAN is None:
         return None
+    # the copy costs ~50 ms for a kernel with helpers: made once per kernel, again only when a global it
+    # names (a helper, a constant) was redefined
+    deps = tuple(id(python_fn.__globals__.get(name)) for name in python_fn.__code__.co_names)
     try:
-        jit = _jit_copy(python_fn, {})
+        if _jits.get(python_fn, (None,))[0] != deps:
+            _jits[python_fn] = (deps, _jit_copy(python_fn, {}))
+        jit = _jits[python_fn][1]
         signature, constexprs = _signature(jit, args, kwargs)
     except Exception:   # noqa: BLE001 - an argument we cannot type: not the student's error
         return None
     if signature is None:
         return None
-    key = (python_fn, tuple(signature.items()), tuple((k, repr(v)) for k, v in constexprs.items()))
+    key = (python_fn, deps, tuple(signature.items()), tuple((k, repr(v)) for k, v in constexprs.items()))
     if key not in _done:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")     # Triton's notes on its own defaults are not the student's
