@@ -92,7 +92,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
                    "every query row needs a program: grid = (cdiv(N, BLOCK_M) * B * H,); "
                    "store with mask offs_m < N, not a smaller bound.")
         fail(case, problem, f"{int(rows.sum())} output row(s) were never written ({where}).", hints or [default],
-              where)
+             where)
     if not torch.isfinite(got).all():
         nonfinite = ~torch.isfinite(got)
         where, hints = locate(nonfinite, out.shape, pytorch)
@@ -100,12 +100,12 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
         if diagnosis:
             hints = [diagnosis] + hints
         fail(case, problem, f"{int(nonfinite.sum())} element(s) are NaN or inf ({where}).",
-              hints + ["NaN usually comes from torch.exp(-inf - (-inf)): a row that sees no key in a tile "
-                       "keeps its running max m_i = -inf, so subtract m_safe = torch.where(m_new == -inf, 0, "
-                       "m_new) (and keep m_i = m_new); or from 0/0 when l_i stays 0." if pytorch else
-                       "NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
-                       "key in a tile keeps its running max m_i = -inf; or from 0/0 when l stays 0; or from "
-                       "loading out of bounds without other=0.0 / a mask."], where)
+             hints + ["NaN usually comes from torch.exp(-inf - (-inf)): a row that sees no key in a tile "
+                      "keeps its running max m_i = -inf, so subtract m_safe = torch.where(m_new == -inf, 0, "
+                      "m_new) (and keep m_i = m_new); or from 0/0 when l_i stays 0." if pytorch else
+                      "NaN usually comes from exp(-inf - (-inf)) (exp2 in Triton): a row that sees no "
+                      "key in a tile keeps its running max m_i = -inf; or from 0/0 when l stays 0; or from "
+                      "loading out of bounds without other=0.0 / a mask."], where)
     err = (got - expected).abs()
     bad = err > atol + rtol * expected.abs()
     if bad.any():
@@ -121,7 +121,7 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
             # a named mistake explains the rows; "only the last rows" would point at the grid instead
             hints = locate(bad, out.shape, pytorch, grid_hint=False)[1]
         elif case.layout != "contiguous":
-            diag_hints = [_layout_hint(problem, fn, case, q, k, v, atol, rtol)]
+            diag_hints = [_layout_hint(problem, fn, case, q, k, v, expected, atol, rtol)]
         elif not pytorch:
             diag_hints = ["no single key or key tile explains the wrong rows: check the loop bounds (which "
                           "key tiles each query tile visits, in each phase) and the mask."]
@@ -140,12 +140,12 @@ def check_case(problem: int, fn, case: Case) -> CaseResult:
     return CaseResult(case, float(err.max()) if err.numel() else 0.0, seconds, len(guard.launches))
 
 
-def _layout_hint(problem, fn, case, q, k, v, atol, rtol):
+def _layout_hint(problem, fn, case, q, k, v, expected, atol, rtol):
     """A failure on strided inputs: blame the strides only when contiguous copies of the same inputs
-    pass; otherwise the mistake is elsewhere (loop bounds, mask) and this case merely showed it first."""
+    (the same values: `expected` holds for them too) pass; otherwise the mistake is elsewhere (loop
+    bounds, mask) and this case merely showed it first."""
     spec = problems.get(problem)
     pytorch = spec.pytorch
-    expected = reference_attention(q, k, v, **case.mask_kwargs())
 
     def passes(t):
         out, _, _ = _call(problem, fn, case, t["q"], t["k"], t["v"])

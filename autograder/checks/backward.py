@@ -267,9 +267,9 @@ def check_backward_case(problem: int, fn, case: Case):
         where, hints = locate(bad | ~torch.isfinite(out), out.shape)
         why = whole_output_hypotheses(q, k, v, out, case, atol, rtol) if sink is None else None
         if not why and case.layout != "contiguous":
-            why = _layout_hint(problem, fn, case, q, k, v, do, sink, GRAD_TOLERANCES[case.resolved_dtype])
+            why = _layout_hint(problem, fn, case, q, k, v, do, sink, ref, GRAD_TOLERANCES[case.resolved_dtype])
         fail(case, problem, f"the forward output O is wrong ({where}): fix the forward before the gradients.",
-              ([why] if why else []) + hints, where)
+             ([why] if why else []) + hints, where)
     tol = GRAD_TOLERANCES[case.resolved_dtype]
     shapes = dict(dq=q, dk=k, dv=v, dsink=sink)
     wrong, worst = [], 0.0
@@ -288,18 +288,18 @@ def check_backward_case(problem: int, fn, case: Case):
             kernel = "dK/dV" if name in ("dk", "dv") else "dQ"
             where, hints = locate(rows[..., None].expand_as(gd), g.shape, rows_are=_ROWS[name])
             fail(case, problem, f"{int(rows.sum())} row(s) of {_NAMES[name]} were never written ({where}).",
-                  hints + [f"the {kernel} kernel's grid must cover every "
-                           + ("key tile of every K/V head: (cdiv(N, BLOCK_N1), B * Hkv)" if kernel == "dK/dV"
-                              else "query tile of every query head: (cdiv(N, BLOCK_M2), B * Hq)")
-                           + ", and each store is masked with < N, not a smaller bound."], where)
+                 hints + [f"the {kernel} kernel's grid must cover every "
+                          + ("key tile of every K/V head: (cdiv(N, BLOCK_N1), B * Hkv)" if kernel == "dK/dV"
+                             else "query tile of every query head: (cdiv(N, BLOCK_M2), B * Hq)")
+                          + ", and each store is masked with < N, not a smaller bound."], where)
         if not torch.isfinite(gd).all():
             where, hints = locate(~torch.isfinite(gd) if gd.dim() == 4 else ~torch.isfinite(gd)[None, :, None, None],
                                   g.shape if gd.dim() == 4 else (1, g.shape[0], 1, 1),
                                   rows_are=_ROWS.get(name, "query rows"))
             fail(case, problem, f"{_NAMES[name]} has NaN or inf ({where}).",
-                  hints + ["P = exp2(qk * qk_scale - lse2) needs the lse the forward stored for that row; rows past N "
-                           "must load lse with other=+inf (P = 0) and q, dO with other=0; a masked pair gets P = 0 "
-                           "(tl.where(mask, p, 0.0)), not a score of -inf minus -inf."], where)
+                 hints + ["P = exp2(qk * qk_scale - lse2) needs the lse the forward stored for that row; rows past N "
+                          "must load lse with other=+inf (P = 0) and q, dO with other=0; a masked pair gets P = 0 "
+                          "(tl.where(mask, p, 0.0)), not a score of -inf minus -inf."], where)
         if not _close(gd, want, tol):
             wrong.append(name)
         worst = max(worst, float((gd - want).abs().max()))
@@ -324,7 +324,7 @@ def check_backward_case(problem: int, fn, case: Case):
         msg = "; ".join(lines) + (f". Right: {', '.join(right)}." if right else ".")
         hints = [why] if why else _generic_hints(wrong, case) + _location_hints(bad_at, case)
         if not why and case.layout != "contiguous":
-            hints.append(_layout_hint(problem, fn, case, q, k, v, do, sink, tol))
+            hints.append(_layout_hint(problem, fn, case, q, k, v, do, sink, ref, tol))
         fail(case, problem, msg, hints)
     return CaseResult(case, worst, seconds, len(guard.launches))
 
@@ -366,10 +366,10 @@ def _location_hints(bad_at, case):
     return hints
 
 
-def _layout_hint(problem, fn, case, q, k, v, do, sink, tol):
+def _layout_hint(problem, fn, case, q, k, v, do, sink, ref, tol):
     """A failure on strided inputs: blame the strides only when contiguous copies of the same inputs
-    pass; otherwise this case merely showed a mistake made elsewhere first."""
-    ref = reference_grads(q, k, v, do, case, sink)
+    (the same values: `ref` holds for them too) pass; otherwise this case merely showed a mistake
+    made elsewhere first."""
     atol, rtol = TOLERANCES[case.resolved_dtype]
 
     def passes(t):
