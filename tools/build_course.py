@@ -39,6 +39,7 @@ try:
 except ImportError:   # run as a script: tools/ itself is on sys.path
     import colab_header
     import course_format
+course_format.skip_iri_grammar()
 COMMAND = "python tools/build_course.py"
 
 BEGIN_SOLUTION, END_SOLUTION = course_format.BEGIN_SOLUTION, course_format.END_SOLUTION

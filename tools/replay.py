@@ -89,6 +89,8 @@ def replay(nb) -> dict:
 def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
+    import course_format        # tools/, this script's folder
+    course_format.skip_iri_grammar()
     import nbformat
     results = replay(nbformat.read(argv[0], as_version=4))
     with open(argv[1], "w") as f:
