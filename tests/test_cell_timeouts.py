@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO))
 
-from grading import autograde_one  # noqa: E402
+from tools.grading import autograde_one  # noqa: E402
 
 LOOP = "import time\nwhile True:\n    time.sleep(0.05)\n"
 DEAF = "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass\n"

@@ -12,8 +12,8 @@ from autograder import failure, scoreboard
 from autograder.failure import CheckFailed, Failure, NotImplementedYet
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-from grading.score import cell_score, error_line  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tools.grading.score import cell_score, error_line  # noqa: E402
 
 CASE_FAILURE = Failure("3 output row(s) were never written (batch 0, rows 97-99).", check="Problem 4",
                        case="[ragged] B=1 H=2 N=100 D=16 causal float32", tier="cpu",
@@ -113,8 +113,8 @@ def test_grade_reason_is_the_failure_summary():
 
 def test_the_grader_reads_failures_without_importing_the_autograder():
     import subprocess
-    code = ("import sys; sys.path.insert(0, 'tools'); from grading._tools import failure_tool; "
-            "print(failure_tool.Failure.parse('x').what, 'autograder' in sys.modules, 'torch' in sys.modules)")
+    code = ("from tools.grading._failure import checks_failure; import sys; "
+            "print(checks_failure.Failure.parse('x').what, 'autograder' in sys.modules, 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["x", "False", "False"]
@@ -135,12 +135,12 @@ def test_bench_note_is_the_failure_summary(monkeypatch):
 
 def test_replay_reason_is_the_failure_summary():
     import nbformat
-    import replay
+    from tools.grading.replay import replayer
     cell = nbformat.v4.new_code_cell(
         "from autograder.failure import CheckFailed, Failure\n"
         f"raise CheckFailed(Failure({CASE_FAILURE.what!r}, check='Problem 4', case={CASE_FAILURE.case!r}, tier='cpu'))",
         metadata={"nbgrader": {"grade": True, "grade_id": "g", "points": 1}})
-    verdict = replay.replay(nbformat.v4.new_notebook(cells=[cell]))
+    verdict = replayer.replay(nbformat.v4.new_notebook(cells=[cell]))
     assert verdict == {"g": {"ok": False, "why": "CheckFailed: " + CASE_FAILURE.summary()}}
 
 

@@ -24,8 +24,8 @@ pytest.importorskip("nbgrader")
 from test_grading import P3, P3_POINTS, _have, index_of, release, solved  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-from grading.gradescope import LEAK_NOTICE, graded_cells, results_json, strip_solutions  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tools.grading.gradescope import LEAK_NOTICE, graded_cells, results_json, strip_solutions  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not _have(P3), reason="Problem 3 is not built yet")
 

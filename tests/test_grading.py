@@ -282,9 +282,9 @@ def _outputs(course, student, slug):
 
 @pytest.mark.skipif(not _have(P3), reason="Problem 3 is not built yet")
 def test_hostile_submissions(tmp_path):
-    sys.path.insert(0, str(REPO / "tools"))
-    import sandbox
-    isolated, why = sandbox.namespaces_available()
+    sys.path.insert(0, str(REPO))
+    from tools.grading.sandbox import launcher
+    isolated, why = launcher.namespaces_available()
     if not isolated:    # without namespaces these submissions would really read the answers and write the repo
         pytest.skip(f"grading is not isolated on this machine ({why}); tests/test_sandbox.py and "
                     f"tests/test_record.py cover the fallback")
@@ -630,9 +630,9 @@ def _world_writable_dirs() -> list[str]:
 def test_hostile_class_round_two(tmp_path):
     import secrets
     import shutil
-    sys.path.insert(0, str(REPO / "tools"))
-    import sandbox
-    isolated, why = sandbox.namespaces_available()
+    sys.path.insert(0, str(REPO))
+    from tools.grading.sandbox import launcher
+    isolated, why = launcher.namespaces_available()
     if not isolated:
         pytest.skip(f"grading is not isolated on this machine ({why})")
     P4, P8 = "p4_causal_two_phase", "p8_backward_gqa"

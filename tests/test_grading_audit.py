@@ -12,11 +12,11 @@ nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbgrader")
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-from grading import audit  # noqa: E402
-from grading.feedback import _feedback_preprocessor_class  # noqa: E402
-from grading.report import summary_table  # noqa: E402
-from grading.results import save_result  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tools.grading import audit  # noqa: E402
+from tools.grading.feedback import _feedback_preprocessor_class  # noqa: E402
+from tools.grading.report import summary_table  # noqa: E402
+from tools.grading.results import save_result  # noqa: E402
 
 
 def _nb(*cells):

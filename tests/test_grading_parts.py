@@ -13,11 +13,11 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-import course_format  # noqa: E402
-from grading.cells import grade_id, hidden_lines, split_hidden, strip_hidden  # noqa: E402
-from grading.rebuild import rebuild  # noqa: E402
-from grading.results import load_result, results_path, save_result, submission_digest  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tools import course_format  # noqa: E402
+from tools.grading.cells import grade_id, hidden_lines, split_hidden, strip_hidden  # noqa: E402
+from tools.grading.rebuild import rebuild  # noqa: E402
+from tools.grading.results import load_result, results_path, save_result, submission_digest  # noqa: E402
 
 B, E = course_format.BEGIN_HIDDEN, course_format.END_HIDDEN
 
@@ -363,9 +363,9 @@ def test_markers_are_what_the_built_notebooks_use(marker):
 # ---------------------------------------------------------------------------------------------
 # hostile submission folders: links, special files, odd names; the command line's limits
 
-from grading.course import UsageError, name_problem, refused, submissions  # noqa: E402
-from grading.rebuild import copy_submission, find_submitted_notebook, read_submission  # noqa: E402
-from grading.results import keep_feedback_notes  # noqa: E402
+from tools.grading.course import UsageError, name_problem, refused, submissions  # noqa: E402
+from tools.grading.rebuild import copy_submission, find_submitted_notebook, read_submission  # noqa: E402
+from tools.grading.results import keep_feedback_notes  # noqa: E402
 
 
 def _hostile_folder(tmp_path):
@@ -468,7 +468,7 @@ def test_grading_again_keeps_the_notes_feedback_added(tmp_path):
 
 
 def test_feedback_folder_keeps_only_the_html(tmp_path):
-    from grading.feedback import _keep_only_html
+    from tools.grading.feedback import _keep_only_html
     d, secret = _hostile_folder(tmp_path)
     (d / "p9_demo.html").write_text("<html></html>")
     (d / "key.txt").symlink_to(secret / "answers.py")
@@ -478,7 +478,7 @@ def test_feedback_folder_keeps_only_the_html(tmp_path):
 
 
 def _cli(tmp_path, capsys, *argv):
-    from grading.cli import main
+    from tools.grading.cli import main
     rc = main([argv[0], "--course", str(tmp_path), *argv[1:]])
     err = capsys.readouterr().err
     return rc, err

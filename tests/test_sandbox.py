@@ -1,6 +1,6 @@
-"""The grading kernel's sandbox (tools/sandbox.py), started directly: what a process inside can see,
-write and leave behind. Fast (no nbgrader, no kernel); on a GPU machine it also compiles and runs a
-Triton kernel inside, as the graded notebooks do."""
+"""The grading kernel's sandbox (tools/grading/sandbox/launcher.py), started directly: what a process
+inside can see, write and leave behind. Fast (no nbgrader, no kernel); on a GPU machine it also compiles
+and runs a Triton kernel inside, as the graded notebooks do."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-import sandbox  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tools.grading.sandbox import launcher  # noqa: E402
 
-ISOLATED, WHY = sandbox.namespaces_available()
+LAUNCHER = REPO / "tools" / "grading" / "sandbox" / "launcher.py"   # run by path, as the kernelspec does
+
+ISOLATED, WHY = launcher.namespaces_available()
 
 INSIDE = r'''
 import json, os, subprocess, sys
@@ -72,7 +74,7 @@ def _launch(tmp_path, mode, gpu=False):
     plan_path.write_text(json.dumps(plan))
     log = tmp_path / "log.txt"
     with open(log, "w") as f:      # a file, not a pipe: a detached child (mode none) keeps its end open
-        proc = subprocess.run([sys.executable, "-I", str(REPO / "tools" / "sandbox.py"), "kernel", str(plan_path),
+        proc = subprocess.run([sys.executable, "-I", str(LAUNCHER), "kernel", str(plan_path),
                                str(conn), "--extra"], env=dict(env, SECRET_TOKEN="leaked"), stdout=f, stderr=f,
                               timeout=300)
     assert proc.returncode == 0, log.read_text()
@@ -94,16 +96,16 @@ def test_namespace_sandbox_hides_answers_and_kills_detached_children(tmp_path):
     assert "SECRET_TOKEN" not in report["env"] and "PYTHONPATH" not in report["env"]
     assert report["cwd"].endswith("jails/s/p")
     import os
-    if os.geteuid() == 0 and not sandbox._in_user_namespace():     # root in a user namespace keeps its uid
-        assert report["uid"] == sandbox.NOBODY
+    if os.geteuid() == 0 and not launcher._in_user_namespace():     # root in a user namespace keeps its uid
+        assert report["uid"] == launcher.NOBODY
     assert stopped, "a setsid child outlived the sandboxed process"
 
 
 def test_no_sandbox_mode_still_cleans_environment(tmp_path):
     """`none`: nothing hidden, but a clean environment and the jail as working directory; the grader
-    kills the marked processes (kill_marked, tools/grading/sandboxing.py)."""
+    kills the marked processes (kill_marked, tools/grading/sandbox/__init__.py)."""
     import psutil
-    from grading.sandboxing import kill_marked
+    from tools.grading.sandbox import kill_marked
     report, probes, writes, _ = _launch(tmp_path, "none")
     assert "SECRET_TOKEN" not in report["env"] and report["cwd"] == str(Path(writes[2]).parent)
     kill_marked("test-marker")
@@ -165,7 +167,7 @@ def _run_plan(tmp_path, name, plan):
     conn = tmp_path / "conn.json"
     conn.write_text("{}")
     with open(tmp_path / f"{name}.log", "w") as f:
-        proc = subprocess.run([sys.executable, "-I", str(REPO / "tools" / "sandbox.py"), "kernel", str(plan_path),
+        proc = subprocess.run([sys.executable, "-I", str(LAUNCHER), "kernel", str(plan_path),
                                str(conn)], stdout=f, stderr=f, timeout=300)
     return proc.returncode, (tmp_path / f"{name}.log").read_text(), plan_path
 
@@ -178,7 +180,7 @@ def test_namespace_sandbox_is_an_allowlist(tmp_path):
     import os
     import secrets
     import shutil
-    from grading.sandboxing import covered_paths, exposed_paths
+    from tools.grading.sandbox import covered_paths, exposed_paths
 
     token = f"fa-course-test-{secrets.token_hex(6)}"
     planted = []
@@ -248,7 +250,7 @@ open("done.txt", "w").write("ok")
 
 @pytest.mark.parametrize("how", ["cgroup", "rlimit"])
 def test_memory_cap_stops_a_kernel_that_allocates_too_much(tmp_path, how):
-    from grading.sandboxing import memory_error, memory_exceeded, memory_state, release_memory
+    from tools.grading.sandbox import memory_error, memory_exceeded, memory_state, release_memory
     mode = "namespace" if ISOLATED else "none"
     results = {}
     for name, mib in (("over", 2048), ("under", 32)):

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
+# run by path: the repository takes the place of tools/ (the grader is imported as `tools.grading`)
+sys.path[:] = [str(REPO), str(REPO / "tests")] + [p for p in sys.path if p != str(REPO / "tools")]
 GRADE = [sys.executable, str(REPO / "tools" / "grade.py")]
 PROBLEMS = ("p1_pytorch_flash_attention", "p2_triton_basics", "p3_flash_attention_forward")
 
@@ -87,7 +88,7 @@ def main() -> int:
             rows.append(measure(course, "local", jobs, [*limits, "--jobs", str(jobs)]))
             print(rows[-1], flush=True)
         if a.gpus:
-            from grading.runner import gpu_slots
+            from tools.grading.runner import gpu_slots
             rows.append(measure(course, f"local --gpus {a.gpus}", len(gpu_slots(a.gpus, 1)), [*limits, "--gpus", a.gpus]))
             print(rows[-1], flush=True)
         if a.slurm:

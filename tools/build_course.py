@@ -34,11 +34,12 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-try:
-    from tools import colab_header, course_format
-except ImportError:   # run as a script: tools/ itself is on sys.path
-    import colab_header
-    import course_format
+if sys.path[0] == str(REPO / "tools"):   # run by path: the repository takes the place of tools/ (imports: `tools.`)
+    sys.path[0] = str(REPO)
+elif str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from tools import colab_header, course_format  # noqa: E402
+
 course_format.skip_iri_grammar()
 COMMAND = "python tools/build_course.py"
 

@@ -25,7 +25,8 @@ Commands (run from the repository root; `--course` defaults to ./course, which g
     python tools/grade.py gradescope -a SLUG      one problem's autograder.zip for Gradescope
 
 The work is done by the package tools/grading/ (one module per job, listed in its __init__.py);
-this file is the entry point that the kernelspec, the `_one` subprocess and the tests run by path.
+this file is the entry point that the `_one` and `_shard` subprocesses, Gradescope's run_autograder and
+the tests run by path.
 See docs/instructor.md.
 """
 from __future__ import annotations
@@ -33,11 +34,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # imported too (not only run): `grading` sits next to this file
-import course_format  # noqa: E402
+HERE = Path(__file__).resolve().parent
+if sys.path[0] == str(HERE):        # run by path: the repository takes the place of tools/ (imports: `tools.`)
+    sys.path[0] = str(HERE.parent)
+elif str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+from tools import course_format  # noqa: E402
 
 course_format.skip_iri_grammar()
-from grading.cli import main  # noqa: E402
+from tools.grading.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,8 +7,10 @@
     rebuild         the notebook to grade: the source notebook with the student's solution cells in it
     score           the score of an executed graded cell (nbgrader's SaveAutoGrades with that rule)
     results         signed result records, the submission and release checksums, units' start records
-    sandboxing      the kernel's jail, plan and kernelspec for tools/sandbox.py; killing what a run left
-    replaying       graded cells confirmed on their recorded calls by tools/replay.py
+    sandbox/        the kernel's sandbox: the grader's side (jail, plan, kernelspec, memory cap read back,
+                    killing what a run left) and launcher.py, the kernel's first step (its own process)
+    replay/         graded cells confirmed on their recorded calls: the grader's side and replayer.py,
+                    the replay (its own process, without student code)
     autograde_one   one submission, in its own subprocess (`grade.py _one`)
     runner          `autograde`: every unit in a worker subprocess with a wall-clock limit; local executor (--jobs,
                     --gpus); `_shard`, a Slurm task's units
@@ -20,14 +22,15 @@
     gradescope      `gradescope`: one problem's autograder.zip, and the harness run_autograder runs there
     cli             the command line
 
-Imported as `grading` with tools/ on sys.path (how tools/grade.py runs) or as `tools.grading`.
+Imported one way, as `tools.grading`, with the repository root on sys.path: the entry points run by
+path (tools/grade.py, replay/replayer.py) put it there first. _failure loads the checks' Failure by path.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
-# the `_one` subprocess starts from the entry point, by path: the kernelspec and the tests use it too
+# the `_one` and `_shard` subprocesses start from the entry point, by path, as the tests do
 GRADE_SCRIPT = REPO / "tools" / "grade.py"
 DEFAULT_COURSE = REPO / "course"
 DEFAULT_CELL_TIMEOUT = 300       # s: one graded cell; the CPU tier's slowest check cell takes ~15 s

@@ -10,8 +10,8 @@ import ast
 import json
 import re
 
-from ._tools import replay_tool
 from .cells import grade_id, is_grade, is_solution
+from .replay.replayer import free_names
 
 CHEAT = "cheating detected"
 MAX_STUDENT_TEXT = 300            # characters of student-made text in one console, summary or CSV line
@@ -200,7 +200,7 @@ def _defined_names(nb) -> set:
 
 def _uses(cell, defined) -> set:
     try:
-        return set(replay_tool.free_names(_transform(cell.source))) & defined
+        return set(free_names(_transform(cell.source))) & defined
     except SyntaxError:
         return set()
 

@@ -6,15 +6,15 @@ import shutil
 import time
 from pathlib import Path
 
-from ._tools import failure_tool, sandbox_tool
+from ._failure import checks_failure
 from .audit import cheat_voids, static_flags
 from .cells import grade_id, is_grade, read_nb
 from .nbgrader_setup import nbgrader_config, quiet_traitlets
 from .rebuild import copy_submission, find_submitted_notebook, read_submission, rebuild
-from .replaying import confirm_by_replay, record_direct_calls
+from .replay import confirm_by_replay, record_direct_calls
 from .results import mark_started, release_digest, save_result, submission_digest
-from .sandboxing import (DEFAULT_MEMORY_LIMIT, choose_sandbox, kill_marked, memory_error, memory_exceeded,
-                         memory_state, parse_size, plan_file, release_memory, sandboxed_kernel)
+from .sandbox import (DEFAULT_MEMORY_LIMIT, choose_sandbox, kill_marked, launcher, memory_error, memory_exceeded,
+                      memory_state, parse_size, plan_file, release_memory, sandboxed_kernel)
 from .score import cell_score, save_autogrades_class, zero_cells
 
 RUN_ID = "FA_COURSE_RUN_ID"     # the environment variable naming the run (batch of units) a worker belongs to
@@ -78,7 +78,7 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     result = {"student": student, "assignment": slug, "status": "graded", "reason": "", "notes": [],
               "submission_sha256": submission_digest(course, student, slug),
               "release_sha256": release_digest(course, slug), "run_id": os.environ.get(RUN_ID, ""),
-              "run": os.environ.get(sandbox_tool.MARKER, "")}
+              "run": os.environ.get(launcher.MARKER, "")}
     mark_started(course, student, slug, result["run_id"])
     # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it;
     # links and special files are dropped here, before anything reads them
@@ -131,7 +131,7 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
         try:
             original(filename)
         except Exception as exc:   # noqa: BLE001 - recorded, then nbgrader's own handling runs
-            failure.append(f"{type(exc).__name__}: {failure_tool.summary(exc)}".strip(": "))
+            failure.append(f"{type(exc).__name__}: {checks_failure.summary(exc)}".strip(": "))
             raise
     app.convert_single_notebook = convert
     try:
@@ -221,6 +221,6 @@ def cmd_one(args) -> int:
         grade_one(args.course, args.student[0], args.assignment[0], args.cell_timeout, args.restore_deleted_tests,
                   mode, args.memory_limit)
     finally:
-        kill_marked(os.environ.get(sandbox_tool.MARKER))
+        kill_marked(os.environ.get(launcher.MARKER))
         release_memory(plan_file(args.course, args.student[0], args.assignment[0]))
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._tools import course_format
+from tools import course_format
 
 BEGIN_HIDDEN, END_HIDDEN = course_format.HIDDEN_WORDS
 

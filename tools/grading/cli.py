@@ -18,7 +18,7 @@ from .report import cmd_export, cmd_summary
 from .collect import cmd_collect
 from .runner import cmd_autograde, cmd_shard
 from .status import cmd_status
-from .sandboxing import DEFAULT_MEMORY_LIMIT, parse_size
+from .sandbox import DEFAULT_MEMORY_LIMIT, parse_size
 
 DESCRIPTION = "Grade the course: release, autograde every submission, feedback, grades CSV, summary table."
 

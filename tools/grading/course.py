@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._tools import course_format
+from tools import course_format
 
 
 def find_assignments(course: Path) -> list[str]:

@@ -37,8 +37,9 @@ import time
 import zipfile
 from pathlib import Path
 
+from tools import course_format
+
 from . import GRADE_SCRIPT, REPO
-from ._tools import course_format
 from .audit import inert
 from .cells import grade_id, is_grade, is_solution, read_nb, split_hidden
 from .course import UsageError

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tools import course_format
+
 from . import REPO
-from ._tools import course_format
 from .cells import read_nb
 from .nbgrader_setup import nbgrader_config, quiet_traitlets
 

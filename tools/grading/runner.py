@@ -14,13 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import GRADE_SCRIPT, REPO
-from ._tools import sandbox_tool
 from .audit import quoted
 from .autograde_one import RUN_ID, finish_zero
 from .course import UsageError, refused, require_course, submissions
 from .collect import sync_gradebook
 from .results import keep_feedback_notes, load_result, release_digest, save_result, save_run, submission_digest
-from .sandboxing import choose_sandbox, kill_marked, kill_tree, plan_file, release_memory
+from .sandbox import choose_sandbox, kill_marked, kill_tree, launcher, plan_file, release_memory
 
 
 def run_one(course, student, slug, args, env_extra=None) -> dict:
@@ -35,7 +34,7 @@ def run_one(course, student, slug, args, env_extra=None) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)                # the kernel must not find the repository (solutions/)
-    env[sandbox_tool.MARKER] = marker = secrets.token_hex(12)
+    env[launcher.MARKER] = marker = secrets.token_hex(12)
     env.setdefault("TQDM_DISABLE", "1")        # progress bars are noise in feedback
     env.setdefault("PYTHONHASHSEED", "0")
     if args.tier:

@@ -1,7 +1,7 @@
 """Scoring: an error in a graded cell is 0, anything else full points."""
 from __future__ import annotations
 
-from ._tools import failure_tool
+from ._failure import checks_failure
 from .cells import grade_id
 
 
@@ -32,9 +32,9 @@ def error_line(out) -> str:
     """`Name: summary`: a check's failure in one line (what went wrong, then the case), else the
     message's first line. The kernel's exception is gone: the output's text is all there is, and
     `Failure.parse` is the inverse of the autograder's own rendering."""
-    why = failure_tool.Failure.parse(str(out.get("evalue", ""))).summary()
+    why = checks_failure.Failure.parse(str(out.get("evalue", ""))).summary()
     text = f"{out.get('ename', 'Error')}: {why}" if why else str(out.get("ename", "Error"))
-    return failure_tool.cut(text, 300)
+    return checks_failure.cut(text, 300)
 
 
 def zero_cells(graded, graded_nb, reasons: dict, ename: str, result):

@@ -1,10 +1,10 @@
 """Start a grading kernel where the submission can reach only what it needs.
 
 The grader (`tools/grade.py`) runs every notebook's kernel through this launcher: a kernelspec whose
-argv is `python tools/sandbox.py kernel <plan.json> {connection_file}`. The plan (written by the grader,
-tools/grading/sandboxing.py) names the kernel's jail (its only writable directory of the host), the
-paths to expose read-only (autograder/, the Python environment), world-writable directories inside them
-to cover, the memory limit and the environment to start from.
+argv is `python -I tools/grading/sandbox/launcher.py kernel <plan.json> {connection_file}`. The plan
+(written by the grader's side, tools/grading/sandbox/__init__.py) names the kernel's jail (its only
+writable directory of the host), the paths to expose read-only (autograder/, the Python environment),
+world-writable directories inside them to cover, the memory limit and the environment to start from.
 
 Modes (`plan["mode"]`):
 
@@ -23,10 +23,13 @@ Modes (`plan["mode"]`):
 
 In both modes the host stage first puts the kernel under `plan["memory_limit"]` (bytes, 0 = off): a
 cgroup (v2: memory.max; v1: memory.limit_in_bytes) that the grader reads and removes afterwards
-(tools/grading/sandboxing.py), else RLIMIT_DATA on a machine without a GPU. What was done is written
+(tools/grading/sandbox/__init__.py), else RLIMIT_DATA on a machine without a GPU. What was done is written
 beside the plan (`<plan>.memory`).
 
-Standard library only: it runs as the first thing of a fresh kernel process.
+Standard library only: it runs as the first thing of a fresh kernel process, by path and with `-I`
+(neither its folder nor the repository is on sys.path: it imports nothing of the course). The grader
+imports it too (as tools.grading.sandbox.launcher) for MARKER, namespaces_available and
+memory_state_path.
 """
 from __future__ import annotations
 
@@ -418,4 +421,4 @@ if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] in ("kernel", "inside"):   # extra kernel arguments follow
         (host_stage if sys.argv[1] == "kernel" else inside_stage)(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
-        sys.exit("usage: sandbox.py kernel <plan.json> <connection_file> [kernel args]   (started by tools/grade.py)")
+        sys.exit("usage: launcher.py kernel <plan.json> <connection_file> [kernel args]   (started by tools/grade.py)")

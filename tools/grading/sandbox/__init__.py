@@ -1,4 +1,12 @@
-"""The kernel's sandbox (tools/sandbox.py): what a submission can see, write and leave behind."""
+"""The kernel's sandbox: what a submission can see, write and leave behind.
+
+Two sides, two processes:
+
+    launcher.py     the kernel's first step, run by path as the kernelspec's argv (standard library only):
+                    caps memory, builds the namespace jail, starts ipykernel inside it
+    (this module)   the grader's side: choosing the mode, the plan and kernelspec the launcher reads,
+                    reading back and removing the memory cap, killing what a run left
+"""
 from __future__ import annotations
 
 import json
@@ -7,8 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import REPO
-from ._tools import sandbox_tool
+from .. import REPO
+from . import launcher
 
 
 KERNEL_NAME = "fa-course-sandbox"
@@ -22,7 +30,7 @@ def choose_sandbox(wanted: str) -> tuple[str, str]:
     """(mode, warning): `namespace` when the machine allows it (or `wanted` says so), else `none`."""
     if wanted == "none":
         return "none", "submissions run WITHOUT isolation (--sandbox none): see docs/instructor.md"
-    ok, why = sandbox_tool.namespaces_available()
+    ok, why = launcher.namespaces_available()
     if ok:
         return "namespace", ""
     if wanted == "namespace":
@@ -56,7 +64,7 @@ def human_size(n: int) -> str:
 
 
 def exposed_paths() -> list[str]:
-    """What the kernel needs besides the system runtime (/usr, /etc, ...; tools/sandbox.py SYSTEM) to import
+    """What the kernel needs besides the system runtime (/usr, /etc, ...; launcher.SYSTEM) to import
     autograder, torch, triton, ipykernel: the Python environment(s), autograder/, CUDA_HOME and the
     LD_LIBRARY_PATH directories. Never the repository itself (solutions/, notebooks/ with the hidden tests)."""
     env = Path(sys.prefix).resolve()
@@ -114,18 +122,18 @@ def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode:
     env = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
     env.update(MPLBACKEND="Agg", AUTOGRADER_GRADING="1", AUTOGRADER_RECORD=str(jail / ".records"))
     (jail / ".records").mkdir()
-    plan = {"mode": mode, "jail": str(jail), "marker": os.environ.get(sandbox_tool.MARKER) or secrets.token_hex(8),
+    plan = {"mode": mode, "jail": str(jail), "marker": os.environ.get(launcher.MARKER) or secrets.token_hex(8),
             "expose": exposed, "cover": covered_paths(exposed) if mode == "namespace" else [], "env": env,
             "memory_limit": int(memory_limit), "gpu": env.get("AUTOGRADER_TIER") != "cpu" and _gpu_nodes(),
             "kernel_argv": [sys.executable, "-m", "ipykernel_launcher"]}
     plan_path = plan_file(course, student, slug)
-    for old in (plan_path, Path(sandbox_tool.memory_state_path(plan_path))):
+    for old in (plan_path, Path(launcher.memory_state_path(plan_path))):
         old.unlink(missing_ok=True)
     plan_path.write_text(json.dumps(plan, indent=1))
     spec_dir = base / f".{slug}.kernels" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
     (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-I", str(Path(sandbox_tool.__file__).resolve()), "kernel", str(plan_path),
+        "argv": [sys.executable, "-I", str(Path(launcher.__file__).resolve()), "kernel", str(plan_path),
                  "{connection_file}"],
         "display_name": "Python 3 (grading sandbox)", "language": "python",
         # the kernel sits behind unshare, which does not forward SIGINT: interrupt over the control channel
@@ -150,7 +158,7 @@ def memory_state(plan_path: Path) -> dict:
     """How the launcher capped the kernel's memory ({"how": "cgroup1|cgroup2|rlimit|none|off", "limit": bytes,
     "cgroup": dir, "warning": ...}), {} when no kernel started."""
     try:
-        return json.loads(Path(sandbox_tool.memory_state_path(plan_path)).read_text())
+        return json.loads(Path(launcher.memory_state_path(plan_path)).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -219,7 +227,7 @@ def kill_marked(marker):
     procs = []
     for p in psutil.process_iter():
         try:
-            if p.pid != me and p.environ().get(sandbox_tool.MARKER) == marker:
+            if p.pid != me and p.environ().get(launcher.MARKER) == marker:
                 procs.append(p)
         except (psutil.Error, OSError):
             continue

@@ -1,12 +1,16 @@
 """Run a submission's graded cells again in the grader's own process, on its recorded calls.
 
-    AUTOGRADER_REPLAY=<records> python tools/replay.py <rebuilt notebook.ipynb> <out.json>
+    AUTOGRADER_REPLAY=<records> python tools/grading/replay/replayer.py <rebuilt notebook.ipynb> <out.json>
 
 The student's kernel recorded every call a check made of the student's functions (autograder.record).
 Here the graded cells of the rebuilt notebook (hidden tests included) run once more, with fresh
 `autograder` and `torch`, the notebook's own imports, and a stand-in for each name the cells take
 from earlier cells (the student's functions): a stand-in answers a call with the recorded outputs for
 the same inputs. No student code runs in this process. Writes {grade_id: {"ok": bool, "why": str}}.
+
+The grader's side (tools/grading/replay/__init__.py) runs this file by path and imports `free_names`
+from it: standard library only at import. Run, it takes `autograder` from the installed course and
+nothing from the repository: the repository is on sys.path only while course_format is imported.
 """
 from __future__ import annotations
 
@@ -89,8 +93,6 @@ def replay(nb) -> dict:
 def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
-    import course_format        # tools/, this script's folder
-    course_format.skip_iri_grammar()
     import nbformat
     results = replay(nbformat.read(argv[0], as_version=4))
     with open(argv[1], "w") as f:
@@ -99,4 +101,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from pathlib import Path
+    # run by path: sys.path[0] is this folder. The repository replaces it for one import, then goes:
+    # the notebook's import lines run here, and must reach neither solutions/ nor the grader's modules
+    sys.path[0] = str(Path(__file__).resolve().parents[3])
+    from tools import course_format
+    course_format.skip_iri_grammar()       # before anything imports nbformat
+    del sys.path[0], sys.modules["tools.course_format"], sys.modules["tools"]
     sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,12 @@
-"""The verdict of a graded cell does not come from the student's process alone (autograder/watch/record.py)."""
+"""The verdict of a graded cell does not come from the student's process alone (autograder/watch/record.py).
+
+Two sides, two processes:
+
+    replayer.py     run by path in a fresh process of the grader's, without student code: the graded
+                    cells again, on the calls the student's kernel recorded
+    (this module)   the grader's side: graded cells made to record their calls, and the replay's verdict
+                    applied to the scores
+"""
 from __future__ import annotations
 
 import json
@@ -8,12 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import REPO
-from ._tools import course_format, replay_tool
-from .cells import is_grade
-from .sandboxing import KERNEL_ENV
-from .score import zero_cells
+from tools import course_format
 
+from ..cells import is_grade
+from ..sandbox import KERNEL_ENV
+from ..score import zero_cells
+from .replayer import free_names
+
+REPLAYER = Path(__file__).resolve().parent / "replayer.py"     # run by path, in a process of its own
 
 # a hidden region: the feedback strips it, so the student sees the test cell as released
 REPLAY_CELL = (f"{course_format.BEGIN_HIDDEN}\n"
@@ -26,7 +36,7 @@ def record_direct_calls(nb):
     for cell in nb.cells:
         if is_grade(cell) and cell.cell_type == "code":
             try:
-                names = replay_tool.free_names(cell.source)
+                names = free_names(cell.source)
             except SyntaxError:
                 continue
             if names:
@@ -34,7 +44,7 @@ def record_direct_calls(nb):
 
 
 def confirm_by_replay(course, student, slug, rebuilt: Path, graded: Path, graded_nb, result, cell_timeout):
-    """Replay the graded cells on the recorded calls (tools/replay.py, a process without student code);
+    """Replay the graded cells on the recorded calls (replayer.py, a process without student code);
     a cell that passed in the kernel but not in the replay scores 0, in the result, gradebook and notebook."""
     passed = [gid for gid, c in result["cells"].items() if c["score"] > 0]
     if not passed:
@@ -44,7 +54,7 @@ def confirm_by_replay(course, student, slug, rebuilt: Path, graded: Path, graded
     env = {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}
     env.update(AUTOGRADER_REPLAY=str(records), HOME=str(records.parent.parent), MPLBACKEND="Agg")
     try:
-        proc = subprocess.run([sys.executable, str(REPO / "tools" / "replay.py"), str(rebuilt), str(out)],
+        proc = subprocess.run([sys.executable, str(REPLAYER), str(rebuilt), str(out)],
                               env=env, cwd=str(records.parent.parent), capture_output=True, text=True,
                               timeout=max(60, cell_timeout * len(result["cells"])))
         verdict = json.loads(out.read_text()) if proc.returncode == 0 else {}
