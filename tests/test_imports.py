@@ -139,3 +139,25 @@ def test_every_module_imports_in_a_fresh_interpreter():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"imported {len(MODULES)}" in r.stdout
+
+
+def test_the_wheel_holds_every_room_and_the_case_tables_but_no_solutions(tmp_path):
+    """What Colab's setup cell installs (pip, not editable): every autograder subpackage and the CSV case
+    tables next to spec/cases.py; never the reference solutions."""
+    import shutil
+    import zipfile
+    src = tmp_path / "src"          # a clean copy: a build/ folder left in the checkout would be packed instead
+    shutil.copytree(ROOT / "autograder", src / "autograder", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for table in ("attention_cases.csv", "triton_basics_cases.csv"):
+        assert f"autograder/spec/{table}" in names, sorted(names)
+    rooms = {p.parent.name for p in (ROOT / "autograder").glob("*/__init__.py")}
+    assert rooms and all(f"autograder/{room}/__init__.py" in names for room in rooms), sorted(names)
+    assert not [n for n in names if n.startswith(("solutions/", "notebooks/", "tests/"))], sorted(names)

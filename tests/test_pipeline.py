@@ -170,6 +170,8 @@ def _secret_and_public_lines(nb):
 
 _RUNNER = textwrap.dedent('''\
     import json, sys
+    from tools.course_format import skip_iri_grammar
+    skip_iri_grammar()         # 5-6 s of every process that imports nbgrader
     from nbgrader.validator import Validator
     from traitlets.config import Config
 

@@ -17,7 +17,7 @@ import torch
 
 from .. import device
 from ..spec import problems
-from ..spec.cases import Case
+from ..spec.cases import Case, backward_cases
 from ..spec.masks import attention_mask, dense_mask
 from ..spec.reference import TOLERANCES, dense_attention64
 from ..watch import record
@@ -481,97 +481,3 @@ def _autograd_contract(problem: int, fn):
         if not_implemented(exc):
             raise NotImplementedYet.of(f"Problem {problem}") from None
         raise CheckFailed(Failure(f"your function raised {type(exc).__name__}: {exc}", check=contract)) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# cases
-
-
-def _c(family, B, Hq, Hkv, N, D, **kw):
-    return Case(family, B, Hq, Hkv, N, D, **kw)
-
-
-def backward_cases(problem: int, tier: str = None):
-    """The visible cases of Problems 8 and 9 on this tier."""
-    tier = tier or device.TIER
-    spec = problems.PROBLEMS.get(problem)
-    if spec is None or not spec.backward:
-        raise ValueError(f"no backward cases for problem {problem!r}; problems {problems.numbers('check_backward')} "
-                         f"check the backward")
-    ck = dict(is_causal=True)
-    f32 = torch.float32
-    if tier == "cpu":
-        # the interpreter runs four kernels per case: keep N and the head counts small
-        cases = [
-            _c("basic", 1, 2, 2, 64, 16, seed=1, **ck),
-            _c("basic", 1, 1, 1, 48, 32, dtype=f32, seed=2, is_causal=False),
-            _c("ragged", 2, 2, 2, 45, 16, seed=3, **ck),          # N not a multiple of any tile
-            _c("ragged", 2, 1, 1, 5, 16, seed=4, **ck),           # N smaller than a tile
-            _c("ragged", 1, 2, 2, 1, 32, seed=5, **ck),           # a single token
-            _c("ragged", 1, 2, 2, 41, 16, seed=6, is_causal=False, spread=3.0),
-            _c("layout", 2, 2, 2, 24, 16, layout="bnhd", seed=7, **ck),
-            _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, is_causal=False),
-            _c("layout", 1, 2, 1, 20, 16, layout="bhdn", seed=16, **ck),
-            _c("layout", 1, 2, 2, 29, 16, layout="mixed", seed=17, **ck),   # q, k, v, dO: four layouts
-            _c("headdim", 1, 1, 1, 23, 64, seed=9, **ck),
-            _c("gqa", 1, 4, 2, 37, 16, seed=10, **ck),
-            _c("gqa", 2, 4, 1, 20, 16, seed=11, layout="bnhd", **ck),
-            _c("gqa", 1, 4, 2, 33, 16, seed=12, is_causal=False),
-        ]
-    else:
-        cases = [
-            _c("basic", 2, 4, 4, 512, 64, seed=1, **ck),
-            _c("basic", 1, 2, 2, 256, 64, dtype=torch.float16, seed=2, is_causal=False),
-            _c("ragged", 2, 2, 2, 1000, 64, seed=3, **ck),
-            _c("ragged", 2, 2, 2, 17, 64, seed=4, **ck),
-            _c("ragged", 1, 2, 2, 1, 128, seed=5, **ck),
-            _c("ragged", 1, 4, 4, 777, 128, seed=6, spread=3.0, is_causal=False),
-            _c("layout", 2, 4, 4, 333, 64, layout="bnhd", seed=7, **ck),
-            _c("layout", 1, 2, 2, 300, 64, layout="padded", seed=8, is_causal=False),
-            _c("layout", 1, 2, 2, 200, 64, layout="bhdn", seed=16, **ck),
-            _c("layout", 2, 4, 4, 385, 64, layout="mixed", seed=17, **ck),
-            _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
-            _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
-            _c("headdim", 1, 4, 4, 2048, 128, seed=11, **ck),
-            _c("gqa", 2, 8, 2, 1000, 64, seed=12, **ck),
-            _c("gqa", 1, 8, 2, 700, 128, seed=18, layout="mixed", **ck),
-            _c("gqa", 1, 8, 4, 517, 128, seed=13, layout="bnhd", **ck),
-            _c("gqa", 2, 4, 4, 300, 64, seed=14, is_causal=False),
-            _c("gqa", 1, 16, 4, 1024, 128, seed=15, **ck),
-        ]
-    if spec.window or spec.sinks or spec.sink_logits:
-        cases += _window_sink_cases(tier)
-    return cases
-
-
-def _window_sink_cases(tier):
-    w = dict(is_causal=True)
-    if tier == "cpu":
-        return [
-            _c("window", 1, 2, 2, 70, 16, window_size=1, seed=20, **w),           # only the diagonal
-            _c("window", 1, 2, 1, 70, 16, window_size=5, seed=21, **w),           # W below a tile
-            _c("window", 1, 2, 2, 90, 16, window_size=18, seed=22, **w),          # W - 1 one past a query tile
-            _c("window", 1, 4, 2, 50, 32, window_size=64, seed=23, **w),          # W >= N
-            _c("window", 1, 2, 2, 80, 16, window_size=45, seed=24, layout="bnhd", **w),
-            _c("sinks", 1, 2, 1, 70, 16, window_size=8, sink_size=1, seed=31, **w),
-            _c("sinks", 1, 2, 2, 90, 16, window_size=5, sink_size=12, seed=32, **w),   # S > W
-            _c("sinks", 1, 4, 2, 100, 16, window_size=17, sink_size=40, seed=33, **w),  # S across a key tile
-            _c("sinks", 1, 2, 2, 40, 16, window_size=64, sink_size=3, seed=35, **w),    # W >= N
-            _c("logits", 1, 2, 2, 40, 16, seed=40, sink_logits=True, **w),              # plain causal + logits
-            _c("logits", 1, 4, 2, 70, 16, window_size=9, sink_size=4, seed=41, sink_logits=True, **w),
-            _c("logits", 2, 2, 1, 33, 16, seed=42, sink_logits=True, is_causal=False),
-            _c("logits", 1, 2, 2, 60, 16, window_size=11, sink_size=3, seed=43, sink_logits=True, layout="mixed", **w),
-        ]
-    return [
-        _c("window", 1, 4, 4, 1000, 64, window_size=1, seed=20, **w),
-        _c("window", 2, 4, 2, 1500, 64, window_size=37, seed=21, **w),
-        _c("window", 1, 8, 2, 2049, 128, window_size=300, seed=22, **w),
-        _c("window", 1, 4, 2, 2048, 128, window_size=1024, seed=24, layout="bnhd", **w),
-        _c("sinks", 2, 4, 2, 1500, 64, window_size=100, sink_size=1, seed=31, **w),
-        _c("sinks", 1, 8, 2, 2000, 128, window_size=20, sink_size=70, seed=32, **w),
-        _c("sinks", 1, 4, 4, 1031, 128, window_size=129, sink_size=130, seed=33, **w),
-        _c("logits", 1, 8, 2, 1024, 64, seed=40, sink_logits=True, **w),
-        _c("logits", 1, 8, 2, 2048, 128, window_size=128, sink_size=4, seed=41, sink_logits=True, **w),
-        _c("logits", 2, 4, 4, 500, 64, seed=42, sink_logits=True, is_causal=False),
-        _c("logits", 1, 4, 4, 1100, 64, window_size=200, sink_size=4, seed=43, sink_logits=True, layout="mixed", **w),
-    ]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import device
+from ..spec.cases import parse_options, read_table
 from ..watch import record
 from ..watch.guard import _ALLOC_OPS, _EMPTY_OPS, _LAUNCH_OPS, POISON, Guard
 from .core import CaseResult, CheckSummary, NotImplementedYet, fail, raised, run_suite, select_cases
@@ -247,58 +248,22 @@ class CopyCase:
         return fn(x)
 
 
+_PART_CASES = {"2a": AxpbCase, "2b": RowCase, "2c": CopyCase}
+
+
 def visible_cases(part: str, tier: str = None):
-    """The visible cases of exercise `part` ("2a", "2b" or "2c") for a tier ("cpu" or "gpu")."""
+    """The visible cases of exercise `part` ("2a", "2b" or "2c") for a tier ("cpu" or "gpu"): the rows of
+    autograder/spec/triton_basics_cases.csv, whose size is n (2a), M x N (2b) or B x H x N x D (2c)."""
+    if part not in _PART_CASES:
+        raise ValueError(f"part must be '2a', '2b' or '2c', got {part!r}")
     tier = tier or device.TIER
-    f32 = torch.float32
-    cpu = tier == "cpu"
-    if part == "2a":
-        if cpu:
-            return [AxpbCase("basic", 1024, f32, seed=1), AxpbCase("basic", 512, seed=2, a=-0.5, b=3.0),
-                    AxpbCase("ragged", 1000, f32, seed=3), AxpbCase("ragged", 1, f32, seed=4),
-                    AxpbCase("ragged", 37, seed=5), AxpbCase("strided", 999, f32, stride=3, seed=6),
-                    AxpbCase("strided", 100, stride=2, seed=7)]
-        return [AxpbCase("basic", 1 << 20, f32, seed=1), AxpbCase("basic", 1 << 16, seed=2, a=-0.5, b=3.0),
-                AxpbCase("ragged", 1_000_003, f32, seed=3), AxpbCase("ragged", 1, f32, seed=4),
-                AxpbCase("ragged", 77, seed=5), AxpbCase("strided", 999_999, f32, stride=3, seed=6),
-                AxpbCase("strided", 100_000, stride=2, seed=7)]
-    if part == "2b":
-        if cpu:
-            return [RowCase("basic", 32, 128, f32, seed=1), RowCase("basic", 16, 64, seed=2),
-                    RowCase("ragged", 37, 100, f32, seed=3), RowCase("ragged", 1, 1, f32, seed=4),
-                    RowCase("ragged", 5, 300, seed=5), RowCase("ragged", 20, 3, f32, seed=6),
-                    RowCase("strided", 19, 70, f32, layout="padded", seed=7),
-                    RowCase("strided", 24, 50, f32, layout="transposed", seed=8),
-                    RowCase("stable", 21, 150, f32, masked=True, seed=9),
-                    RowCase("stable", 12, 200, f32, spread=60.0, seed=10),
-                    RowCase("stable", 9, 90, masked=True, spread=20.0, seed=11)]
-        return [RowCase("basic", 4096, 1024, f32, seed=1), RowCase("basic", 1024, 4096, seed=2),
-                RowCase("ragged", 1000, 3001, f32, seed=3), RowCase("ragged", 1, 1, f32, seed=4),
-                RowCase("ragged", 7, 10_000, seed=5), RowCase("ragged", 5000, 3, f32, seed=6),
-                RowCase("strided", 999, 777, f32, layout="padded", seed=7),
-                RowCase("strided", 1024, 500, f32, layout="transposed", seed=8),
-                RowCase("stable", 2000, 1500, f32, masked=True, seed=9),
-                RowCase("stable", 512, 2048, f32, spread=60.0, seed=10),
-                RowCase("stable", 300, 900, masked=True, spread=20.0, seed=11)]
-    if part == "2c":
-        if cpu:
-            return [CopyCase("basic", 1, 2, 64, 16, seed=1), CopyCase("basic", 1, 1, 32, 32, f32, seed=2),
-                    CopyCase("ragged", 2, 3, 77, 16, seed=3), CopyCase("ragged", 3, 1, 1, 32, f32, seed=4),
-                    CopyCase("ragged", 2, 2, 5, 64, seed=5),
-                    CopyCase("strided", 2, 2, 40, 16, layout="bnhd", seed=6),
-                    CopyCase("strided", 1, 2, 33, 32, f32, layout="padded", seed=7),
-                    CopyCase("strided", 2, 2, 20, 16, layout="dn", seed=8),
-                    CopyCase("strided", 2, 3, 17, 16, f32, layout="hb", seed=9),
-                    CopyCase("strided", 2, 3, 9, 32, layout="broadcast", seed=10)]
-        return [CopyCase("basic", 2, 8, 1024, 64, seed=1), CopyCase("basic", 1, 4, 512, 128, f32, seed=2),
-                CopyCase("ragged", 3, 5, 1000, 64, seed=3), CopyCase("ragged", 4, 2, 1, 128, seed=4),
-                CopyCase("ragged", 2, 2, 17, 16, seed=5),
-                CopyCase("strided", 2, 8, 777, 64, layout="bnhd", seed=6),
-                CopyCase("strided", 1, 4, 300, 128, f32, layout="padded", seed=7),
-                CopyCase("strided", 2, 4, 513, 32, layout="dn", seed=8),
-                CopyCase("strided", 3, 4, 200, 64, f32, layout="hb", seed=9),
-                CopyCase("strided", 2, 16, 129, 128, layout="broadcast", seed=10)]
-    raise ValueError(f"part must be '2a', '2b' or '2c', got {part!r}")
+    cls = _PART_CASES[part]
+    cases = []
+    for row in read_table("triton_basics_cases.csv"):
+        if row["part"] == part and row["tier"] == tier:
+            cases.append(cls(row["family"], *map(int, row["size"].split("x")), seed=int(row["seed"]),
+                             **parse_options(row["options"], cls)))
+    return cases
 
 
 # ------------------------------------------------------------------------------------------------

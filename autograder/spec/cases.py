@@ -5,9 +5,12 @@ graded cell can award points per feature (ragged shapes, layouts, GQA, window, s
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -134,118 +137,94 @@ def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     raise ValueError(f"layout must be one of {LAYOUTS[:-1]}, got {layout!r}")
 
 
-def _c(family, B, Hq, Hkv, N, D, **kw):
-    return Case(family, B, Hq, Hkv, N, D, **kw)
+# The case tables are data, one row per case, both tiers side by side: attention_cases.csv (Problems 1
+# and 3-9) and triton_basics_cases.csv (Problem 2). Columns: the set a row belongs to (attention: every
+# problem checked with `check`; gqa, window, sinks: problems with that feature; backward and
+# backward_window_sinks: Problems 8 and 9), the tier, the family (the graded cell that awards it), the
+# shape, the mask (default: the problem's own, flip: the other one, causal, full), the seed, options
+# (key=value, or a bare flag) and why the case is there. On the CPU tier the interpreter costs ~4 ms per
+# tile iteration: its rows keep every suite well under 30 s.
+_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+_OPTION_FIELDS = {"window": "window_size", "sinks": "sink_size"}
+
+
+def read_table(name: str) -> list:
+    """The rows of the CSV table `name` next to this file, as dicts of stripped strings."""
+    with open(Path(__file__).with_name(name), newline="") as f:
+        return [{k.strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def parse_options(text: str, cls, rename: dict = None) -> dict:
+    """A row's options as keyword arguments of `cls`: `"window=8 layout=bnhd dtype=float32 masked"` ->
+    {"window_size": 8, "layout": "bnhd", "dtype": torch.float32, "masked": True} with rename
+    {"window": "window_size"}; a field whose default is a float gets a float."""
+    out = {}
+    for word in text.split():
+        key, _, value = word.partition("=")
+        key = (rename or {}).get(key, key)
+        if not value:
+            out[key] = True
+        elif key == "dtype":
+            out[key] = _DTYPES[value]
+        elif isinstance(getattr(cls, key, None), float):
+            out[key] = float(value)
+        else:
+            out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _attention_table() -> tuple:
+    return tuple(read_table("attention_cases.csv"))
+
+
+def _table_cases(group: str, tier: str, default_causal: bool = False) -> list:
+    cases = []
+    for row in _attention_table():
+        if row["set"] != group or row["tier"] != tier:
+            continue
+        mask = row["mask"]
+        is_causal = {"default": default_causal, "flip": not default_causal, "causal": True, "full": False}[mask]
+        cases.append(Case(row["family"], *(int(row[k]) for k in ("B", "Hq", "Hkv", "N", "D")),
+                          is_causal=is_causal, seed=int(row["seed"]),
+                          **parse_options(row["options"], Case, _OPTION_FIELDS)))
+    return cases
 
 
 def _attention_cases(problem: int, tier: str):
     spec = problems.get(problem)
     causal = spec.causal    # Problem 1 teaches the causal mask; its "full" family checks the rest
-    ck = {"is_causal": causal}
-    gqa = spec.gqa
-    f32 = torch.float32
-    if tier == "cpu":
-        # The interpreter costs ~4 ms per tile iteration: keep every suite well under 30 s.
-        cases = [
-            _c("basic", 1, 2, 2, 64, 16, seed=1, **ck),
-            _c("basic", 1, 1, 1, 48, 32, dtype=f32, seed=2, **ck),
-            _c("ragged", 2, 2, 2, 77, 16, seed=3, **ck),          # N not a multiple of any tile
-            _c("ragged", 3, 1, 1, 5, 16, seed=4, **ck),           # N smaller than a tile
-            _c("ragged", 2, 1, 1, 1, 32, seed=5, **ck),           # a single token
-            _c("ragged", 1, 2, 2, 130, 16, seed=6, spread=3.0, **ck),  # peaky rows across many tiles
-            _c("layout", 2, 2, 2, 40, 16, layout="bnhd", seed=7, **ck),
-            _c("layout", 1, 2, 2, 33, 32, layout="padded", seed=8, **ck),
-            _c("layout", 1, 2, 2, 24, 16, layout="bhdn", seed=16, **ck),      # stride_qd != 1
-            _c("layout", 1, 2, 2, 29, 16, layout="mixed", seed=18, **ck),     # q, k, v: three layouts
-            _c("headdim", 1, 1, 1, 37, 64, seed=9, **ck),
-            # rows whose every score is ~-400: with m_i = 0 instead of -inf, exp underflows to 0/0
-            _c("basic", 1, 2, 2, 40, 16, seed=17, low_score=400.0, **ck),
-        ]
-        if gqa:
-            cases += [
-                _c("gqa", 1, 4, 2, 45, 16, seed=10, **ck),
-                _c("gqa", 2, 8, 2, 20, 16, seed=11, layout="bnhd", **ck),
-                _c("gqa", 1, 2, 2, 33, 16, seed=12, is_causal=not causal),
-            ]
-    else:
-        cases = [
-            _c("basic", 2, 4, 4, 512, 64, seed=1, **ck),
-            _c("basic", 1, 2, 2, 256, 64, dtype=torch.float16, seed=2, **ck),
-            _c("ragged", 3, 2, 2, 1000, 64, seed=3, **ck),
-            _c("ragged", 2, 2, 2, 17, 64, seed=4, **ck),
-            _c("ragged", 2, 1, 1, 1, 128, seed=5, **ck),
-            _c("ragged", 1, 4, 4, 2085, 128, seed=6, spread=3.0, **ck),
-            _c("layout", 2, 4, 4, 777, 64, layout="bnhd", seed=7, **ck),
-            _c("layout", 1, 2, 2, 300, 64, layout="padded", seed=8, **ck),
-            _c("layout", 1, 2, 2, 200, 64, layout="bhdn", seed=16, **ck),     # stride_qd != 1
-            _c("layout", 2, 4, 4, 385, 64, layout="mixed", seed=18, **ck),    # q, k, v: three layouts
-            _c("headdim", 2, 2, 2, 333, 16, seed=9, **ck),
-            _c("headdim", 2, 2, 2, 333, 32, seed=10, **ck),
-            _c("headdim", 1, 4, 4, 4096, 128, seed=11, **ck),
-            _c("basic", 1, 4, 4, 300, 64, seed=17, low_score=400.0, **ck),
-        ]
-        if gqa:
-            cases += [
-                _c("gqa", 2, 8, 2, 1000, 64, seed=12, **ck),
-                _c("gqa", 1, 8, 4, 517, 128, seed=13, layout="bnhd", **ck),
-                _c("gqa", 2, 4, 4, 300, 64, seed=14, is_causal=not causal),
-                _c("gqa", 1, 16, 2, 1024, 128, seed=15, **ck),
-            ]
+    cases = _table_cases("attention", tier, causal)
+    if spec.gqa:
+        cases += _table_cases("gqa", tier, causal)
     if spec.pytorch:
         # non-causal and ragged: only the bounds mask keeps keys past N out (causal hides them anyway)
-        cases.append(_c("ragged", 2, 2, 2, 77 if tier == "cpu" else 1000, 16, seed=203, is_causal=False))
+        cases.append(Case("ragged", 2, 2, 2, 77 if tier == "cpu" else 1000, 16, seed=203, is_causal=False))
         # PyTorch problem: also check the non-causal path (Problem 3 builds on it)
         cases += [dataclasses.replace(c, family="full", is_causal=False, seed=c.seed + 100)
                   for c in cases if c.family in ("basic", "ragged")][:3]
         # more keys than the default block_n = 64: with one key tile, an update that never rescales
         # acc (or l_i) still gives the right answer, and the basic cell would pass it
-        cases.insert(2, _c("basic", 1, 2, 2, 200 if tier == "cpu" else 1000, 16 if tier == "cpu" else 64,
-                           seed=204, spread=2.0, **ck))
+        cases.insert(2, Case("basic", 1, 2, 2, 200 if tier == "cpu" else 1000, 16 if tier == "cpu" else 64,
+                             seed=204, spread=2.0, is_causal=causal))
     if spec.window:
-        cases += _window_cases(tier)
+        cases += _table_cases("window", tier)
     if spec.sinks:
-        cases += _sink_cases(tier)
+        cases += _table_cases("sinks", tier)
     return cases
 
 
-def _window_cases(tier):
-    w = dict(is_causal=True)
-    if tier == "cpu":
-        return [
-            _c("window", 1, 2, 2, 70, 16, window_size=1, seed=20, **w),           # only the diagonal
-            _c("window", 1, 2, 1, 70, 16, window_size=5, seed=21, **w),           # W below a tile
-            _c("window", 2, 2, 2, 90, 16, window_size=21, seed=22, **w),          # W not a multiple of a tile
-            _c("window", 1, 4, 2, 50, 32, window_size=64, seed=23, **w),          # W >= N: plain causal
-            _c("window", 1, 2, 2, 100, 16, window_size=32, seed=24, layout="bnhd", **w),
-            _c("window", 1, 2, 2, 100, 16, window_size=45, seed=25, **w),          # > BLOCK_M + BLOCK_N, ragged edge
-        ]
-    return [
-        _c("window", 1, 4, 4, 1000, 64, window_size=1, seed=20, **w),
-        _c("window", 2, 4, 2, 1500, 64, window_size=37, seed=21, **w),
-        _c("window", 2, 8, 2, 2049, 128, window_size=300, seed=22, **w),
-        _c("window", 1, 4, 4, 700, 128, window_size=1024, seed=23, **w),
-        _c("window", 1, 4, 2, 4096, 128, window_size=1024, seed=24, layout="bnhd", **w),
-    ]
-
-
-def _sink_cases(tier):
-    w = dict(is_causal=True)
-    if tier == "cpu":
-        return [
-            _c("sinks", 1, 2, 2, 70, 16, window_size=8, sink_size=0, seed=30, **w),
-            _c("sinks", 1, 2, 1, 70, 16, window_size=8, sink_size=1, seed=31, **w),
-            _c("sinks", 2, 2, 2, 90, 16, window_size=5, sink_size=12, seed=32, **w),   # S > W
-            _c("sinks", 1, 4, 2, 100, 16, window_size=17, sink_size=20, seed=33, **w),  # S across a tile boundary
-            _c("sinks", 1, 2, 2, 60, 32, window_size=1, sink_size=4, seed=34, layout="bnhd", **w),
-            _c("sinks", 1, 2, 2, 40, 16, window_size=64, sink_size=3, seed=35, **w),    # W >= N
-        ]
-    return [
-        _c("sinks", 1, 4, 4, 1000, 64, window_size=64, sink_size=0, seed=30, **w),
-        _c("sinks", 2, 4, 2, 1500, 64, window_size=100, sink_size=1, seed=31, **w),
-        _c("sinks", 1, 8, 2, 2000, 128, window_size=20, sink_size=70, seed=32, **w),
-        _c("sinks", 1, 4, 4, 1031, 128, window_size=129, sink_size=130, seed=33, **w),
-        _c("sinks", 1, 4, 2, 4096, 128, window_size=1024, sink_size=4, seed=34, layout="bnhd", **w),
-    ]
+def backward_cases(problem: int, tier: str = None):
+    """The visible cases of Problems 8 and 9 on this tier."""
+    tier = tier or device.TIER
+    spec = problems.PROBLEMS.get(problem)
+    if spec is None or not spec.backward:
+        raise ValueError(f"no backward cases for problem {problem!r}; problems {problems.numbers('check_backward')} "
+                         f"check the backward")
+    cases = _table_cases("backward", tier)
+    if spec.window or spec.sinks or spec.sink_logits:
+        cases += _table_cases("backward_window_sinks", tier)
+    return cases
 
 
 def visible_cases(problem: int, tier: str = None):
