@@ -127,7 +127,8 @@ def test_setup_cell_installs_from_the_repository_keeping_torch_and_triton(monkey
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "autograder" else real_find_spec(name, *a))
-    monkeypatch.setattr(subprocess, "check_call", lambda cmd, *a, **k: calls.append(cmd) or 0)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0, "", ""))
     exec(compile(ch.setup_cell(), "<setup cell>", "exec"), {})
     assert len(calls) == 1, calls
     cmd = calls[0]
@@ -141,8 +142,30 @@ def test_setup_cell_installs_from_the_repository_keeping_torch_and_triton(monkey
 
 
 def test_setup_cell_is_a_no_op_where_autograder_imports(monkeypatch):
-    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: pytest.fail("pip called"))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip called"))
     exec(compile(ch.setup_cell(), "<setup cell>", "exec"), {})
+
+
+@pytest.mark.parametrize("repo, stderr, says", [
+    ("COURSE-OWNER/flash-attention-course", "fatal: could not read Username for 'https://github.com'",
+     "does not know the course's repository yet"),
+    ("my-org/fa-course", "ERROR: ... Failed to establish a new connection: [Errno -3] Temporary failure in name "
+     "resolution", "no internet access"),
+    ("my-org/fa-course", "ERROR: Could not find a version that satisfies the requirement triton==9.9",
+     "pip said: ERROR: Could not find a version that satisfies the requirement triton==9.9"),
+])
+def test_setup_cell_failure_says_what_happened_and_what_to_do(monkeypatch, repo, stderr, says):
+    """A failed install ends in one sentence (SystemExit: no traceback in Jupyter), not pip's CalledProcessError."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "autograder" else real_find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, *a, **k: subprocess.CompletedProcess(cmd, 1, "", stderr + "\n"))
+    monkeypatch.setattr(ch, "COURSE_REPO", repo)
+    with pytest.raises(SystemExit) as exc:
+        exec(compile(ch.setup_cell(), "<setup cell>", "exec"), {})
+    message = str(exc.value)
+    assert message.startswith(f"setup: autograder could not be installed from https://github.com/{repo}: ")
+    assert says in message and message.endswith(".") and "\n" not in message, message
 
 
 # ---------------------------------------------------------------------------------------------

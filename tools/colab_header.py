@@ -93,15 +93,29 @@ if importlib.util.find_spec("autograder") is None:
             pass
     with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as constraints:
         constraints.writelines(pins)
-    print(f"installing autograder from {{COURSE_REPO}} (keeping {{', '.join(p.strip() for p in pins) or 'nothing'}})")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-c", constraints.name,
-                           f"git+{{COURSE_REPO}}@{branch}"])
+    print(f"installing autograder from {{COURSE_REPO}} (keeping {{', '.join(p.strip() for p in pins) or 'nothing'}}), "
+          f"about a minute ...", flush=True)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", constraints.name,
+                          f"git+{{COURSE_REPO}}@{branch}"], capture_output=True, text=True)
+    if pip.returncode:
+        said = (pip.stderr.strip() or pip.stdout.strip() or "no output").splitlines()[-1].strip()
+        if "/{placeholder}/" in f"{{COURSE_REPO}}/":
+            todo = ("this notebook does not know the course's repository yet (COURSE_REPO is a placeholder). "
+                    "If you have the course on this machine, choose the Jupyter kernel of its .venv (or run "
+                    "`pip install -e .` in its folder); otherwise ask the course staff for the notebook's Colab link")
+        elif any(w in pip.stderr for w in ("resolve host", "Name or service not known", "name resolution",
+                                           "Network is unreachable", "Failed to establish a new connection")):
+            todo = ("this runtime has no internet access. On Colab, reconnect the runtime; on your own machine, "
+                    "run `pip install -e .` in the course's folder and choose that Python's kernel")
+        else:
+            todo = f"pip said: {{said}}"
+        raise SystemExit(f"setup: autograder could not be installed from {{COURSE_REPO}}: {{todo}}.")
     importlib.invalidate_caches()
 '''
 
 
 def setup_cell() -> str:
-    return _SETUP_CELL.format(repo_url=repo_url(), branch=COURSE_BRANCH)
+    return _SETUP_CELL.format(repo_url=repo_url(), branch=COURSE_BRANCH, placeholder=PLACEHOLDER_OWNER)
 
 
 PREFLIGHT_CELL = '''\
