@@ -14,11 +14,12 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # GPU machines keep the CUDA torch they have (the venv sees system site-packages).
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 ifeq ($(HAS_GPU),yes)
-INSTALL_TORCH := $(PY) -m pip install -q torch
+INSTALL_TORCH := echo "setup: installing torch (this machine's GPU build)"; $(PY) -m pip install -q torch
 TEST_BANNER   := GPU tier: compiled kernels, full-size cases; about 7 min on an H100 host (16 cores)
 else
 # The probe fails fast where the index is unreachable; pip itself would retry every package for minutes.
-INSTALL_TORCH := if $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" 2>/dev/null; \
+INSTALL_TORCH := echo "setup: installing torch $(TORCH_VERSION) (the CPU wheel, about 200 MB) and triton $(TRITON_VERSION)"; \
+	if $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" 2>/dev/null; \
 	then $(PY) -m pip install -q --index-url $(TORCH_CPU_INDEX) torch==$(TORCH_VERSION); \
 	else echo "setup: $(TORCH_CPU_INDEX) unreachable, torch==$(TORCH_VERSION) comes from the default index"; \
 	$(PY) -m pip install -q torch==$(TORCH_VERSION); fi && \
@@ -29,11 +30,15 @@ endif
 .PHONY: setup run test test-gpu build check-build clean
 setup: $(VENV)/.installed
 
+# setuptools warns on every editable install that a folder named like the package may shadow it:
+# here that folder is the package itself
 $(VENV)/.installed: pyproject.toml Makefile
+	@echo "setup: creating $(VENV) (about 2 minutes the first time; later runs skip this)"
 	python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || { $(INSTALL_TORCH); }
-	$(PY) -m pip install -q -e '.[course,test]'
+	@$(PY) -c "import torch" 2>/dev/null || { $(INSTALL_TORCH); }
+	@echo "setup: installing the course (autograder) with jupyter, nbgrader, jupytext, matplotlib and pytest"
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[course,test]'
 	touch $@
 
 run: setup           ## check every reference solution (+ GPU benchmark table)

@@ -171,7 +171,8 @@ def benchmark(problem: int, fn=None, shapes=None, baselines=("reference", "sdpa_
                   "(interpreter timings say nothing about GPU speed). Run this cell on a GPU runtime.")
         return []
     shapes = shapes if shapes is not None else SHAPES.get(problem, [])
-    from tqdm.auto import tqdm
+    from .progress import tqdm_class
+    tqdm = tqdm_class()
     records = []
     for shape in tqdm(shapes, desc=f"benchmark P{problem}", disable=not verbose, leave=False):
         torch.manual_seed(0)

@@ -32,24 +32,26 @@ def main(argv=None):
     parser.add_argument("--problems", type=int, nargs="*", choices=sorted(PROBLEMS), default=sorted(PROBLEMS))
     args = parser.parse_args(argv)
 
-    rows, failed = [], 0
+    # a row is printed as its problem finishes (the CPU tier takes from a second to a minute a problem);
+    # the problem's number goes out first, so the line that is still open says what runs now
+    print(f"\nScoreboard: reference solutions, {device.TIER.upper()} tier")
+    print(f"{'problem':>7s}  {'cases':>5s}  {'seconds':>7s}  result")
+    failed = 0
     for problem in args.problems:
+        print(f"{problem:>7d}  ", end="", flush=True)
         try:
             module = importlib.import_module(PROBLEMS[problem].module)
         except ModuleNotFoundError:
-            rows.append((problem, "-", "not built yet", 0.0))
+            print(f"{'-':>5s}  {0.0:7.1f}  not built yet", flush=True)
             continue
         t0 = time.perf_counter()
         try:
             summary = _check_problem(problem, module)
-            rows.append((problem, str(summary.passed), "PASS", time.perf_counter() - t0))
+            cases, result = str(summary.passed), "PASS"
         except AssertionError as exc:
             failed += 1
-            rows.append((problem, "-", "FAIL: " + failure.summary(exc, 70), time.perf_counter() - t0))
-    print(f"\nScoreboard: reference solutions, {device.TIER.upper()} tier")
-    print(f"{'problem':>7s}  {'cases':>5s}  {'seconds':>7s}  result")
-    for problem, cases, result, secs in rows:
-        print(f"{problem:>7d}  {cases:>5s}  {secs:7.1f}  {result}")
+            cases, result = "-", "FAIL: " + failure.summary(exc, 70)
+        print(f"{cases:>5s}  {time.perf_counter() - t0:7.1f}  {result}", flush=True)
 
     if not args.no_bench:
         if device.TIER != "gpu":
@@ -59,6 +61,7 @@ def main(argv=None):
             for problem in sorted(bench.SHAPES):
                 ref = bench.reference_solution(problem)
                 if ref is not None:
+                    print(f"benchmarking problem {problem} (forward) ...", flush=True)
                     records += bench.benchmark(problem, None, baselines=("reference", "sdpa_cudnn", "flex", "naive"),
                                                plot=False, verbose=False)
             print("\nBenchmark (bench.gpu_ms: median GPU time, L2 flushed, launch overhead excluded; TFLOP/s over attended pairs)")
@@ -66,6 +69,7 @@ def main(argv=None):
             records = []
             for problem in sorted(bench.BACKWARD_SHAPES):
                 if bench.reference_solution(problem) is not None:
+                    print(f"benchmarking problem {problem} (backward) ...", flush=True)
                     records += bench.benchmark_backward(problem, None, baselines=("reference", "sdpa_cudnn", "flex"),
                                                         verbose=False)
             print("\nBackward alone (TFLOP/s = 2.5 x forward flops over attended pairs)")

@@ -98,6 +98,20 @@ def test_scoreboard_row_is_the_failure_summary(monkeypatch, capsys):
     assert "failed on case" not in out          # the rendering's header line is not what the row shows
 
 
+def test_scoreboard_prints_each_row_as_its_problem_finishes(monkeypatch, capsys):
+    """No silent wait: problem 3's row is out (flushed) before problem 4's check starts."""
+    monkeypatch.setattr(scoreboard.importlib, "import_module", lambda name: types.SimpleNamespace())
+    seen = {}
+
+    def passing(problem, module):
+        seen[problem] = capsys.readouterr().out
+        return types.SimpleNamespace(passed=problem)
+    monkeypatch.setattr(scoreboard, "_check_problem", passing)
+    assert scoreboard.main(["--no-bench", "--problems", "3", "4"]) == 0
+    assert seen[3].rstrip(" ").endswith("\n      3")               # the open line names what runs
+    assert "PASS" in seen[4] and seen[4].rstrip(" ").endswith("\n      4"), seen[4]
+
+
 def test_grade_reason_is_the_failure_summary():
     exc = CheckFailed(CASE_FAILURE)
     out = {"output_type": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": []}

@@ -161,3 +161,14 @@ def test_the_wheel_holds_every_room_and_the_case_tables_but_no_solutions(tmp_pat
     rooms = {p.parent.name for p in (ROOT / "autograder").glob("*/__init__.py")}
     assert rooms and all(f"autograder/{room}/__init__.py" in names for room in rooms), sorted(names)
     assert not [n for n in names if n.startswith(("solutions/", "notebooks/", "tests/"))], sorted(names)
+
+
+def test_progress_bars_are_text_where_ipywidgets_is_missing(monkeypatch):
+    """A plain venv has Jupyter without ipywidgets: tqdm.auto's widget bar would warn "IProgress not found"
+    on every check. The checks then draw text bars."""
+    import importlib.util
+    import tqdm.std
+    from autograder import progress
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipywidgets" else real(name, *a))
+    assert progress.tqdm_class() is tqdm.std.tqdm

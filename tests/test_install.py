@@ -116,7 +116,9 @@ def test_cpu_machine_installs_torch_from_the_cpu_index(tmp_path, local_index):
     assert _torch_installs(pip) == [f"install -q --index-url {local_index} torch==2.13.0"], pip
     assert "install -q triton==3.9.0" in pip
     assert pip[-1] == "install -q -e .[course,test]"
-    assert not any(ln.startswith("setup:") for ln in out.splitlines()), out
+    assert "unreachable" not in out, out
+    # no silent minutes: each long step says what it installs
+    assert "setup: installing torch 2.13.0 (the CPU wheel" in out and "setup: installing the course" in out, out
 
 
 def test_unreachable_cpu_index_falls_back_to_the_default_index(tmp_path):

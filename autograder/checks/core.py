@@ -109,7 +109,8 @@ def select_cases(cases, family=None):
 def run_suite(problem, title, cases, check_one, verbose=True) -> CheckSummary:
     """Run `check_one(case)` on each case behind a progress bar (one printed row per case); the
     first failure propagates. Shared by every check of the course."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm_class
+    tqdm = tqdm_class()
     summary = CheckSummary(problem)
     with tqdm(cases, desc=title, disable=not verbose, leave=False) as bar:
         for case in bar:
