@@ -71,13 +71,15 @@ def reference_grads(q, k, v, do, case, sink=None):
 
 
 def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, p_power=1.0, delta=True, dq_factor=1.0,
-                 dk_factor=1.0, group="sum", dkdv_visible=None, dsink_sign=-1.0, sink_base2=True):
+                 dk_factor=1.0, group="sum", dkdv_visible=None, dkdv_pairs=None, dsink_sign=-1.0, sink_base2=True):
     """The FlashAttention-2 backward in float64 dense math, optionally with one planted mistake.
 
     p_factor(lse): a per-row factor on the recomputed P (lse in the wrong base); p_power: P ** p_power
     (exp where exp2 belongs: exp(x * log2 e) = P ** log2 e); delta=False: dS = P dP;
     dq_factor / dk_factor: a wrong scale; group: "sum" (right), "first", "last" or "modulo" for
-    how dK/dV gather the query heads; dkdv_visible: the pairs the dK/dV loops visit."""
+    how dK/dV gather the query heads; dkdv_visible: the pairs the dK/dV loops visit; dkdv_pairs: the
+    pairs (query i, key j) a dK/dV kernel with its own, different mask sums, P recomputed from the scores
+    alone (pairs the forward hides then count too)."""
     q, k, v, do = q.double(), k.double(), v.double(), do.double()
     B, Hq, N, D = q.shape
     Hkv = k.shape[1]
@@ -96,6 +98,9 @@ def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, p_power=1.0,
     dq = (ds @ kk) * scale * dq_factor
     if dkdv_visible is not None:
         pb, ds = pb * dkdv_visible, ds * dkdv_visible
+    if dkdv_pairs is not None:
+        pb = torch.exp((q @ kk.transpose(-1, -2)) * scale - lse[..., None]) * dkdv_pairs
+        ds = pb * (dp - dlt[..., None])
     dk_h = (ds.transpose(-1, -2) @ q) * scale * dk_factor              # [B, Hq, N, D] per query head
     dv_h = pb.transpose(-1, -2) @ do
     if group == "sum":
@@ -163,6 +168,23 @@ def _hypotheses(case, problem, visible, N, dev):
             (dict(group="modulo"), "dK and dV sum the query heads h with h % Hkv == kv_h; the course rule is "
                                    "kv_h = h // GROUP: the group of kv_h is h = kv_h * GROUP + g, g < GROUP."),
         ]
+    if case.is_causal and case.window_size is None and not case.sink_size:
+        # the dK/dV loop masks only the query tiles on the key tile's diagonal (i and j in one BLOCK_N block)
+        idx = torch.arange(N, device=dev)
+        for bn in (16, 32, 64, 128):
+            tile_i, tile_j = (idx // bn)[:, None], (idx // bn)[None, :]
+            later, diagonal = tile_i > tile_j, tile_i == tile_j
+            before = idx[:, None] <= idx[None, :]                            # query i at or before key j
+            hyps += [
+                (dict(dkdv_pairs=later | (diagonal & before)),
+                 "dK/dV match a dK/dV kernel whose causal mask is flipped on the diagonal tiles: it keeps the "
+                 "queries at or BEFORE the key and drops those after it. Key j is seen by the queries i >= j; in "
+                 "the transposed tile the keys are the rows (offs_n) and the queries the columns (offs_m)."),
+                (dict(dkdv_pairs=later | diagonal),
+                 "dK/dV match a dK/dV kernel with no causal mask on the diagonal query tiles: there the tile "
+                 "holds pairs the forward hides (queries before the key), and only the queries i >= j of key j "
+                 "may add to dK and dV."),
+            ]
     if case.is_causal and N > 16:
         idx = torch.arange(N, device=dev)
         diff = idx[:, None] - idx[None, :]                               # i - j
