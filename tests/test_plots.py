@@ -67,16 +67,12 @@ def test_schedule_against_tile_classes(cfg):
     assert all(times[(m, j)] == 1 for m, j in (classes != masks.SKIP).nonzero().tolist())
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=_ids)
-def test_schedule_counts_each_visible_pair_once(cfg):
-    """Replay the kernel: each phase's loop with its own mask (none, j < N, causal & (window |
-    sinks), j < S). Every visible pair must be counted exactly once and no hidden pair at all -
-    this is what catches a sink key counted both in the sink loop and in the window."""
-    n, bm, bn, is_causal, w, s = cfg
-    dense = masks.dense_mask(masks.attention_mask(is_causal, w, s), n)
+def _replay(phases, n, bm, bn, w, s):
+    """How many times each (query, key) pair is counted when every phase's tiles run with that phase's mask
+    (none, j < N, causal & (window | sinks), j < S)."""
     window, sinks = w or n, s or 0
     counted = torch.zeros(n, n, dtype=torch.int64)
-    for name, pairs in schedule.phases(n, bm, bn, is_causal, w, s).items():
+    for name, pairs in phases.items():
         for m, j in pairs:
             i = torch.arange(m * bm, (m + 1) * bm)[:, None]
             k = torch.arange(j * bn, (j + 1) * bn)[None, :]
@@ -88,9 +84,19 @@ def test_schedule_counts_each_visible_pair_once(cfg):
                 seen = (k < sinks).expand(bm, bn)
             else:
                 seen = (k <= i) & ((k >= i - (window - 1)) | (k < sinks))
-            rows, cols = (i < n).expand(bm, bn) & (k < n), seen
-            keep = rows & cols
+            keep = (i < n).expand(bm, bn) & (k < n) & seen
             counted[i.expand(bm, bn)[keep], k.expand(bm, bn)[keep]] += 1
+    return counted
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_ids)
+def test_schedule_counts_each_visible_pair_once(cfg):
+    """Replay the kernel: each phase's loop with its own mask (none, j < N, causal & (window |
+    sinks), j < S). Every visible pair must be counted exactly once and no hidden pair at all -
+    this is what catches a sink key counted both in the sink loop and in the window."""
+    n, bm, bn, is_causal, w, s = cfg
+    dense = masks.dense_mask(masks.attention_mask(is_causal, w, s), n)
+    counted = _replay(schedule.phases(n, bm, bn, is_causal, w, s), n, bm, bn, w, s)
     assert torch.equal(counted, dense.long())
 
 
@@ -252,3 +258,40 @@ def test_plot_benchmark(tmp_path):
 def test_figures_render_inline_without_pyplot():
     png = plots.show_mask(True, n=8)._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+
+
+# the dK/dV kernel's schedule: the window transposed (BLOCK_N a multiple of BLOCK_M there)
+BACKWARD_CONFIGS = [(n, min(bm, bn), max(bm, bn), c, w, s) for n, bm, bn, c, w, s in CONFIGS
+                    if max(bm, bn) % min(bm, bn) == 0]
+
+
+@pytest.mark.parametrize("cfg", BACKWARD_CONFIGS, ids=_ids)
+def test_backward_schedule_counts_each_visible_pair_once(cfg):
+    """Replay the dK/dV kernel: per key tile, each phase's query tiles with its own mask. Every visible pair
+    counted once, no hidden one, and a tile is visited exactly when it holds a visible pair."""
+    n, bm, bn, is_causal, w, s = cfg
+    dense = masks.dense_mask(masks.attention_mask(is_causal, w, s), n)
+    counted = _replay(schedule.backward_phases(n, bm, bn, is_causal, w, s), n, bm, bn, w, s)
+    assert torch.equal(counted, dense.long())
+    classes = masks.tile_classes(masks.attention_mask(is_causal, w, s), n, bm, bn)
+    assert torch.equal(schedule.backward_visits(n, bm, bn, is_causal, w, s) > 0, classes != masks.SKIP)
+
+
+def test_backward_schedule_rejects_a_key_tile_that_is_not_whole_query_tiles():
+    with pytest.raises(ValueError, match="multiple of BLOCK_M"):
+        schedule.query_ranges(64, 32, 16, True)
+
+
+def test_backward_picture_marks_both_programs_bounds():
+    fig = plots.show_backward_tiles(96, 16, 32, True, 40, 4)
+    left, right = fig.axes[:2]
+    left_marks = {t.get_text() for t in left.texts}
+    right_marks = {t.get_text() for t in right.texts}
+    # key tile 0 holds the sinks: diagonal [0, 32), window edge [32, 80), sinks [80, 96)
+    assert left_marks == {"start_n + BLOCK_N = full_hi", "hi", "sink_hi"}, left_marks
+    assert {"hi", "lo"} <= right_marks and any("full_lo" in m for m in right_marks), right_marks
+    assert "dK/dV kernel: key tile 0" in left.get_title() and "dQ kernel" in right.get_title()
+    fig = plots.show_backward_tiles(96, 16, 32, True)                  # Problem 8: no window, no sinks
+    assert {t.get_text() for t in fig.axes[0].texts} == {"start_n + BLOCK_N", "full_hi = hi"}
+    with pytest.raises(ValueError, match="key_tile"):
+        plots.show_backward_tiles(96, 16, 32, True, key_tile=3)

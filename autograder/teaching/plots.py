@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import matplotlib
+import matplotlib.patches
 import matplotlib.ticker
 
 import numpy as np
@@ -114,6 +115,38 @@ def show_mask(is_causal=False, window_size=None, sink_size=None, n: int = 32, ax
     return fig
 
 
+def _draw_tiles(ax, grid, n, block_m, block_n, is_causal, window_size, sink_size, focus=None):
+    """One pixel per (query, key) pair in the color of the phase that visits its tile (grid: PHASE_IDS per
+    [query tile, key tile]), pale where the mask hides the pair, white where no phase goes, black for a
+    visible pair in a skipped tile (a bug). focus: ("row" | "col", index) keeps that tile row or column
+    in full color and fades the others."""
+    dense = dense_mask(attention_mask(is_causal, window_size, sink_size), n).cpu().numpy()
+    colors = np.array([to_rgb(SKIPPED)] + [to_rgb(PHASE_COLORS[schedule.PHASE_NAMES[p]])
+                                           for p in sorted(schedule.PHASE_NAMES)])
+    phase_of_pair = np.repeat(np.repeat(grid, block_m, 0), block_n, 1)[:n, :n]
+    rgb = colors[phase_of_pair]
+    pale = ~dense & (phase_of_pair > 0)
+    rgb[pale] = 0.25 * rgb[pale] + 0.75
+    rgb[dense & (phase_of_pair == 0)] = 0.0
+    if focus is not None:
+        along, index = focus
+        keep = np.zeros((n, n), dtype=bool)
+        if along == "row":
+            keep[index * block_m:(index + 1) * block_m, :] = True
+        else:
+            keep[:, index * block_n:(index + 1) * block_n] = True
+        rgb[~keep] = 0.3 * rgb[~keep] + 0.7
+    ax.imshow(rgb, interpolation="nearest")
+    for i in range(0, n + 1, block_m):
+        ax.axhline(i - 0.5, color="#555555", linewidth=0.8)
+    for j in range(0, n + 1, block_n):
+        ax.axvline(j - 0.5, color="#555555", linewidth=0.8)
+    _index_axes(ax, n, n)
+    for axis, block in ((ax.xaxis, block_n), (ax.yaxis, block_m)):      # tile starts, at most ~8 labels
+        step = block * max(1, math.ceil(math.ceil(n / block) / 8))
+        axis.set_ticks(range(0, n, step))
+
+
 def show_tile_schedule(n: int, block_m: int, block_n: int, is_causal=False, window_size=None, sink_size=None,
                        ax=None) -> Figure:
     """The reference kernel's tiles, colored by the loop (phase) that visits them.
@@ -122,33 +155,13 @@ def show_tile_schedule(n: int, block_m: int, block_n: int, is_causal=False, wind
     pair in a masked tile is computed and then thrown away. White tiles are skipped."""
     ph = schedule.phases(n, block_m, block_n, is_causal, window_size, sink_size)
     grid = schedule.visits(n, block_m, block_n, is_causal, window_size, sink_size).numpy()
-    dense = dense_mask(attention_mask(is_causal, window_size, sink_size), n).cpu().numpy()
-
-    # one RGB pixel per (query, key) pair: the tile's phase color, pale where the mask hides the pair
-    colors = np.array([to_rgb(SKIPPED)] + [to_rgb(PHASE_COLORS[schedule.PHASE_NAMES[p]])
-                                           for p in sorted(schedule.PHASE_NAMES)])
-    phase_of_pair = np.repeat(np.repeat(grid, block_m, 0), block_n, 1)[:n, :n]
-    rgb = colors[phase_of_pair]
-    pale = ~dense & (phase_of_pair > 0)
-    rgb[pale] = 0.25 * rgb[pale] + 0.75
-    rgb[dense & (phase_of_pair == 0)] = 0.0     # a visible pair in a skipped tile: a bug, drawn black
-
     own_figure = ax is None
     if own_figure:
         fig = _figure(6.0, 7.1)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    ax.imshow(rgb, interpolation="nearest")
-    for i in range(0, n + 1, block_m):
-        ax.axhline(i - 0.5, color="#555555", linewidth=0.8)
-    for j in range(0, n + 1, block_n):
-        ax.axvline(j - 0.5, color="#555555", linewidth=0.8)
-    _index_axes(ax, n, n)
-    # ticks at tile starts, thinned to at most ~8 labels per axis
-    for axis, block in ((ax.xaxis, block_n), (ax.yaxis, block_m)):
-        step = block * max(1, math.ceil(math.ceil(n / block) / 8))
-        axis.set_ticks(range(0, n, step))
+    _draw_tiles(ax, grid, n, block_m, block_n, is_causal, window_size, sink_size)
 
     tiles = grid.size
     skipped = int((grid == 0).sum())
@@ -171,6 +184,95 @@ def show_tile_schedule(n: int, block_m: int, block_n: int, is_causal=False, wind
                    title=legend_title, title_fontsize=8)
     else:   # the caller owns the layout: keep the legend inside this axes
         ax.legend(handles=handles, loc="upper right", fontsize=6, title_fontsize=6, title=legend_title)
+    return fig
+
+
+def _bounds(names_at: dict):
+    """{position: "name = name"} of a program's phase bounds, the names that fall on one position together."""
+    at = {}
+    for name, position in names_at.items():
+        at.setdefault(position, []).append(name)
+    return {position: " = ".join(names) for position, names in sorted(at.items())}
+
+
+def _mark_program(ax, along, first, size, bounds, n):
+    """Box the tile column ("col", keys) or row ("row", queries) one program owns, from `first`, and draw
+    its phase bounds ({name: position}) across it, named."""
+    end = min(first + size, n) - 0.5
+    for pos, label in _bounds(bounds).items():
+        if along == "col":
+            ax.plot([first - 0.5, end], [pos - 0.5, pos - 0.5], color="black", linewidth=2)
+            ax.annotate(label, (end, pos - 0.5), xytext=(4, 0), textcoords="offset points", va="center",
+                        fontsize=8, annotation_clip=False)
+        else:
+            ax.plot([pos - 0.5, pos - 0.5], [first - 0.5, end], color="black", linewidth=2)
+            ax.annotate(label.replace(" = ", "\n= "), (pos - 0.5, end), xytext=(0, -4), textcoords="offset points",
+                        ha="center", va="top", fontsize=8, annotation_clip=False)
+    width, height = (min(size, n - first), n) if along == "col" else (n, min(size, n - first))
+    corner = (first - 0.5, -0.5) if along == "col" else (-0.5, first - 0.5)
+    ax.add_patch(matplotlib.patches.Rectangle(corner, width, height, fill=False, edgecolor="black", linewidth=1.5))
+
+
+def show_backward_tiles(n: int, block_m: int, block_n: int, is_causal=True, window_size=None, sink_size=None,
+                        key_tile: Optional[int] = None, query_tile: Optional[int] = None) -> Figure:
+    """The backward's two traversals of the tile grid, each colored by the phase of its kernel.
+
+    Left, the dK/dV kernel: a program owns one key tile (a column) and streams the query tiles that see
+    it, down the column: the diagonal (masked), the unmasked run, the window's edge (masked), and for a
+    tile holding sinks the sink phase to N (autograder.schedule.query_ranges). Right, the dQ kernel: a
+    program owns one query tile (a row) and streams key tiles along it, as the forward does (its sink
+    phase steps narrower key blocks on the GPU). The chosen column and row are in full color, with their
+    phase bounds marked; the other tiles are faded."""
+    tn, tm = -(-n // block_n), -(-n // block_m)
+    if key_tile is None:            # a tile holding sinks shows all four phases; else one a third of the way
+        key_tile = 0 if sink_size else min(tn - 1, tn // 3)
+    if query_tile is None:
+        query_tile = min(tm - 1, (2 * tm) // 3)
+    if not (0 <= key_tile < tn and 0 <= query_tile < tm):
+        raise ValueError(f"key_tile must lie in [0, {tn}) and query_tile in [0, {tm}), got {key_tile}, {query_tile}")
+    fig = _figure(11.0, 6.6)
+    left, right = fig.subplots(1, 2)
+    grid = schedule.backward_visits(n, block_m, block_n, is_causal, window_size, sink_size).numpy()
+    _draw_tiles(left, grid, n, block_m, block_n, is_causal, window_size, sink_size, focus=("col", key_tile))
+    start_n = key_tile * block_n
+    ranges = schedule.query_ranges(n, block_m, block_n, is_causal, window_size, sink_size)[key_tile]
+    if is_causal:
+        bounds = {"start_n + BLOCK_N": ranges["diagonal"][1], "full_hi": ranges["unmasked"][1],
+                  "hi": ranges["window edge"][1]}
+        if ranges["sinks"][1] > ranges["sinks"][0]:
+            bounds["sink_hi"] = ranges["sinks"][1]
+    else:
+        bounds = {"N": n}
+    _mark_program(left, "col", start_n, block_n, bounds, n)
+    left.set_title(f"dK/dV kernel: key tile {key_tile} (keys {start_n}..{min(start_n + block_n, n) - 1}) "
+                   f"streams the query tiles\nthat see it, top to bottom (BLOCK_M={block_m} rows a step)",
+                   fontsize=9)
+
+    fgrid = schedule.visits(n, block_m, block_n, is_causal, window_size, sink_size).numpy()
+    _draw_tiles(right, fgrid, n, block_m, block_n, is_causal, window_size, sink_size, focus=("row", query_tile))
+    start_m = query_tile * block_m
+    kr = schedule.key_ranges(n, block_m, block_n, is_causal, window_size, sink_size)[query_tile]
+    if is_causal:
+        bounds = {"lo": kr["window edge"][0], "full_lo": kr["window edge"][1], "full_hi": kr["unmasked"][1],
+                  "hi": kr["diagonal"][1]}
+        if kr["sinks"][1] > kr["sinks"][0]:
+            bounds["sink_hi"] = kr["sinks"][1]
+    else:
+        bounds = {"N // BLOCK_N * BLOCK_N": kr["full"][1], "N": n}
+    _mark_program(right, "row", start_m, block_m, bounds, n)
+    right.set_title(f"dQ kernel: query tile {query_tile} (rows {start_m}..{min(start_m + block_m, n) - 1}) "
+                    f"streams the key tiles\nit sees, left to right (BLOCK_N={block_n} keys a step)", fontsize=9)
+
+    bph = schedule.backward_phases(n, block_m, block_n, is_causal, window_size, sink_size)
+    fph = schedule.phases(n, block_m, block_n, is_causal, window_size, sink_size)
+    handles = [Patch(facecolor=PHASE_COLORS[name], edgecolor="#555555",
+                     label=f"{name} ({'masked' if schedule.MASKED[name] else 'no mask'}): "
+                           f"dK/dV {len(bph.get(name, []))}, dQ {len(fph.get(name, []))}")
+               for name in PHASE_COLORS if bph.get(name) or fph.get(name)]
+    fig.suptitle(f"The backward's tiles: {_mask_title(is_causal, window_size, sink_size)}, N={n}", fontsize=10)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False,
+               title="tile visits per phase and kernel; pale = pair hidden by the mask; white = skipped",
+               title_fontsize=8)
     return fig
 
 

@@ -103,3 +103,60 @@ def counts(n: int, block_m: int, block_n: int, is_causal: bool = False,
     result = {name: len(pairs) for name, pairs in ph.items()}
     result["skipped"] = int((visits(n, block_m, block_n, is_causal, window_size, sink_size) == 0).sum())
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the backward's dK/dV kernel: one program owns a key tile and walks the query tiles that see it
+
+BACKWARD_CAUSAL_PHASES = ("diagonal", "unmasked", "window edge", "sinks")
+
+
+def query_ranges(n: int, block_m: int, block_n: int, is_causal: bool = False,
+                 window_size: Optional[int] = None, sink_size: Optional[int] = None) -> List[Dict[str, Tuple[int, int]]]:
+    """Per key tile, the query range [start, stop) each phase of the dK/dV kernel loops over with
+    `for start_m in range(start, stop, BLOCK_M)`: Problem 9's `_dkdv_ranges`, the window transposed
+    (a key j is seen by the queries i in [j, j + W - 1], and by every later query when j < S).
+
+        causal:      "diagonal"     [start_n, start_n + BLOCK_N)  mask causal & (window | sinks)
+                     "unmasked"     [start_n + BLOCK_N, full_hi)  no mask
+                     "window edge"  [full_hi, hi)                 mask causal & (window | sinks)
+                     "sinks"        [hi, sink_hi)                 mask j < S (sink_hi = N for a tile holding sinks)
+        non-causal:  "full"         [0, N)                        no mask (rows past N load as zeros)
+    """
+    _check(n, block_m, block_n, is_causal, window_size, sink_size)
+    if block_n % block_m:
+        raise ValueError(f"the dK/dV kernel steps BLOCK_M={block_m} query rows inside a BLOCK_N={block_n} key "
+                         f"tile: BLOCK_N must be a multiple of BLOCK_M")
+    window, sinks = window_size or n, sink_size or 0
+    out = []
+    for start_n in range(0, n, block_n):
+        if not is_causal:
+            out.append({"full": (0, n)})
+            continue
+        hi = min(_cdiv(start_n + block_n + window - 1, block_m) * block_m, n)
+        full_hi = min(max((start_n + window) // block_m * block_m, start_n + block_n), hi)
+        sink_hi = n if start_n < sinks else hi
+        out.append({"diagonal": (start_n, min(start_n + block_n, n)), "unmasked": (start_n + block_n, full_hi),
+                    "window edge": (full_hi, hi), "sinks": (hi, sink_hi)})
+    return out
+
+
+def backward_phases(n: int, block_m: int, block_n: int, is_causal: bool = False,
+                    window_size: Optional[int] = None, sink_size: Optional[int] = None) -> Dict[str, List[Tuple[int, int]]]:
+    """{phase name: [(query tile, key tile), ...]} of the dK/dV kernel, key tile by key tile."""
+    result = {name: [] for name in (BACKWARD_CAUSAL_PHASES if is_causal else ("full",))}
+    for key_tile, ranges in enumerate(query_ranges(n, block_m, block_n, is_causal, window_size, sink_size)):
+        for name, (start, stop) in ranges.items():
+            result[name].extend((start_m // block_m, key_tile) for start_m in range(start, stop, block_m))
+    return result
+
+
+def backward_visits(n: int, block_m: int, block_n: int, is_causal: bool = False,
+                    window_size: Optional[int] = None, sink_size: Optional[int] = None) -> torch.Tensor:
+    """Int tensor [cdiv(n, block_m), cdiv(n, block_n)]: the PHASE_IDS id of the dK/dV phase that visits each
+    (query tile, key tile), 0 where the kernel skips it."""
+    grid = torch.zeros(_cdiv(n, block_m), _cdiv(n, block_n), dtype=torch.int64)
+    for name, pairs in backward_phases(n, block_m, block_n, is_causal, window_size, sink_size).items():
+        for m, t in pairs:
+            grid[m, t] = PHASE_IDS[name]
+    return grid
