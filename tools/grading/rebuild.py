@@ -1,9 +1,11 @@
 """Rebuilding a submission on the source notebook: the notebook that is graded (see `rebuild`)."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from .cells import grade_id, is_grade, is_solution, nonblank_lines
@@ -56,151 +58,190 @@ def rebuild(submission, source, release, restore_deleted: bool = False):
        relative to the cell they followed; a duplicated solution cell keeps every copy in order,
        exactly as "Restart & Run All" would run them.
     """
-    import copy
-
     import nbformat
 
-    notes: list[str] = []
-    src_cells = list(source.cells)
-    rel_by_id = {grade_id(c): c for c in release.cells if grade_id(c)}
-    ids = [grade_id(c) for c in src_cells]
-    kind = {}
-    for c in src_cells:
-        gid = grade_id(c)
-        kind[gid] = "solution" if is_solution(c) else "grade" if is_grade(c) else "locked"
-    by_cellid = {}
-    for c in src_cells:
-        cid = c.get("id")
-        if cid:
-            by_cellid[cid] = grade_id(c)
-    exact = {}
-    for gid in ids:
-        rc = rel_by_id.get(gid)
-        if rc is not None:
-            exact.setdefault((rc.cell_type, _norm(rc.source)), []).append(gid)
-
-    sub_cells = [c for c in submission.cells if c.get("cell_type") in ("code", "markdown")]
-    match: list = [None] * len(sub_cells)       # gid or None
-    how: list = [None] * len(sub_cells)
-    claimed: dict[str, int] = {}
-    duplicate = [False] * len(sub_cells)
-
-    def claim(i, gid, why):
-        if gid in claimed:
-            if kind[gid] == "solution":
-                return False      # a second copy of a solution cell: kept as an extra cell
-            duplicate[i] = True   # a second copy of a locked cell: dropped
-            how[i] = f"copy of {gid}"
-            return True
-        claimed[gid] = i
-        match[i], how[i] = gid, why
-        return True
-
-    # 1a. metadata / cell id / exact text
-    for i, c in enumerate(sub_cells):
-        meta_gid = c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if meta_gid in kind and claim(i, meta_gid, "metadata"):
-            continue
-        cid = c.get("id")
-        if cid in by_cellid and by_cellid[cid] in kind and sub_cells[i].cell_type == \
-                src_cells[ids.index(by_cellid[cid])].cell_type and claim(i, by_cellid[cid], "cell id"):
-            continue
-        for gid in exact.get((c.cell_type, _norm(c.source)), []):
-            if gid not in claimed or kind[gid] != "solution":
-                if claim(i, gid, "text"):
-                    break
-    # 1b. fuzzy: release lines contained in an unidentified code cell
-    scored = []
-    for i, c in enumerate(sub_cells):
-        if match[i] is None and not duplicate[i] and c.cell_type == "code":
-            for gid in ids:
-                if gid in claimed or kind[gid] == "locked" and src_cells[ids.index(gid)].cell_type != "code":
-                    continue
-                s = _containment(_skeleton(rel_by_id[gid]), c.source) if gid in rel_by_id else 0.0
-                if s >= MATCH_THRESHOLD:
-                    scored.append((-s, i, gid))
-    for negs, i, gid in sorted(scored):
-        if match[i] is None and not duplicate[i] and gid not in claimed:
-            claim(i, gid, f"similar text ({-negs:.0%} of its lines)")
-    # 1c. position: a solution cell between its identified neighbours
-    for k, gid in enumerate(ids):
-        if kind[gid] != "solution" or gid in claimed:
-            continue
-        before = [claimed[g] for g in ids[:k] if g in claimed]
-        after = [claimed[g] for g in ids[k + 1:] if g in claimed]
-        lo = max(before) if before else -1
-        hi = min(after) if after else len(sub_cells)
-        for i in range(lo + 1, hi):
-            if match[i] is None and not duplicate[i] and sub_cells[i].cell_type == "code":
-                claim(i, gid, "position")
-                break
-
-    # notes for the instructor
-    for i, c in enumerate(sub_cells):
-        gid = match[i]
-        if duplicate[i]:
-            notes.append(f"dropped a {how[i]}")
-        elif gid and how[i] != "metadata":
-            notes.append(f"{gid}: recognised by {how[i]}")
-        if gid and kind[gid] != "solution" and gid in rel_by_id and \
-                _norm(c.source) != _norm(rel_by_id[gid].source) and kind[gid] == "grade":
-            notes.append(f"{gid}: edited test cell restored")
-        elif gid and kind[gid] == "locked" and _norm(c.source) != _norm(rel_by_id[gid].source):
-            notes.append(f"{gid}: edited locked cell restored")
-
-    # extra cells follow the identified cell they followed in the submission
-    extras: dict = {}
-    last = None
-    for i, c in enumerate(sub_cells):
-        if match[i] is not None:
-            last = match[i]
-        elif not duplicate[i]:
-            extras.setdefault(last, []).append(c)
-
-    cells = []
-
-    def add_extra(after):
-        for c in extras.get(after, []):
-            meta = {}
-            if c.cell_type == "code":
-                cells.append(nbformat.v4.new_code_cell(c.source, metadata=meta))
-            else:
-                cells.append(nbformat.v4.new_markdown_cell(c.source, metadata=meta))
+    src = _Source(source, release)
+    found = _Identified(src, [c for c in submission.cells if c.get("cell_type") in ("code", "markdown")])
+    found.by_evidence()
+    found.by_similarity()
+    found.by_position()
+    notes = found.notes()
+    extras = found.extras()
     n_extra = sum(len(v) for v in extras.values())
     if n_extra:
         notes.append(f"{n_extra} cell(s) added by the student kept")
 
-    add_extra(None)
-    for sc in src_cells:
+    cells = _added_cells(extras.get(None, []))
+    for sc in src.cells:
         gid = grade_id(sc)
-        new = copy.deepcopy(sc)
-        new.outputs = [] if new.cell_type == "code" else new.get("outputs")
-        if new.cell_type != "code":
-            new.pop("outputs", None)
-        if kind[gid] == "solution":
-            if gid in claimed:
-                new.source = sub_cells[claimed[gid]].source
-                cells.append(new)
-            else:
-                notes.append(f"{gid}: solution cell not found in the submission")
-        elif kind[gid] == "grade" and gid not in claimed:
-            if restore_deleted:
-                notes.append(f"{gid}: deleted test cell restored")
-                cells.append(new)
-            else:
-                notes.append(f"{gid}: test cell deleted from the submission: 0 points")
-                new.source = (f"# The graded cell {gid} was deleted from the submitted notebook.\n"
-                              f"raise AssertionError('the graded cell {gid} was deleted from the submitted "
-                              f"notebook: it scores 0')")
-                cells.append(new)
+        i = found.claimed.get(gid)
+        new = _graded_copy(sc, src.kind[gid], found.seen[i].cell if i is not None else None, restore_deleted, notes)
+        cells += [new] if new is not None else []
+        cells += _added_cells(extras.get(gid, []))
+    return nbformat.v4.new_notebook(cells=cells, metadata=copy.deepcopy(source.metadata)), notes
+
+
+class _Source:
+    """The source notebook's cells, looked up the ways rule 1 needs."""
+
+    def __init__(self, source, release):
+        self.cells = list(source.cells)
+        self.ids = [grade_id(c) for c in self.cells]
+        self.release = {grade_id(c): c for c in release.cells if grade_id(c)}
+        self.kind = {grade_id(c): "solution" if is_solution(c) else "grade" if is_grade(c) else "locked"
+                     for c in self.cells}
+        self.by_cellid = {c.get("id"): grade_id(c) for c in self.cells if c.get("id")}
+        self.exact = {}         # (cell type, release text) -> grade ids
+        for gid in self.ids:
+            rc = self.release.get(gid)
+            if rc is not None:
+                self.exact.setdefault((rc.cell_type, _norm(rc.source)), []).append(gid)
+
+    def cell(self, gid):
+        return self.cells[self.ids.index(gid)]
+
+
+@dataclass
+class _Seen:
+    """A submitted cell and what rule 1 made of it."""
+    cell: dict
+    gid: str | None = None      # the source cell it is
+    how: str | None = None      # the evidence, or "copy of <gid>" when dropped
+    dropped: bool = False       # a second copy of a locked cell
+
+    @property
+    def open(self) -> bool:
+        """Neither identified nor dropped yet."""
+        return self.gid is None and not self.dropped
+
+
+class _Identified:
+    """Rule 1 over the submitted cells: one _Seen each, and the source cells claimed so far."""
+
+    def __init__(self, src: _Source, sub_cells: list):
+        self.src = src
+        self.seen = [_Seen(c) for c in sub_cells]
+        self.claimed: dict[str, int] = {}       # grade id -> index in seen
+
+    def claim(self, i: int, gid: str, why: str) -> bool:
+        """Submitted cell i is source cell gid (True), or a copy of one already claimed (dropped: True;
+        a solution cell's copy stays open: False)."""
+        if gid in self.claimed:
+            if self.src.kind[gid] == "solution":
+                return False      # a second copy of a solution cell: kept as an extra cell
+            self.seen[i].dropped, self.seen[i].how = True, f"copy of {gid}"   # of a locked cell: dropped
+            return True
+        self.claimed[gid] = i
+        self.seen[i].gid, self.seen[i].how = gid, why
+        return True
+
+    def by_evidence(self):
+        """1a: nbgrader metadata, the cell id, the exact text of a release cell."""
+        src = self.src
+        for i, s in enumerate(self.seen):
+            c = s.cell
+            meta_gid = c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if meta_gid in src.kind and self.claim(i, meta_gid, "metadata"):
+                continue
+            cid = c.get("id")
+            if cid in src.by_cellid:
+                gid = src.by_cellid[cid]
+                if gid in src.kind and c.cell_type == src.cell(gid).cell_type and self.claim(i, gid, "cell id"):
+                    continue
+            for gid in src.exact.get((c.cell_type, _norm(c.source)), []):
+                if (gid not in self.claimed or src.kind[gid] != "solution") and self.claim(i, gid, "text"):
+                    break
+
+    def by_similarity(self):
+        """1b: release lines contained in an unidentified code cell, best share first."""
+        src, scored = self.src, []
+        for i, s in enumerate(self.seen):
+            if s.open and s.cell.cell_type == "code":
+                for gid in src.ids:
+                    if gid in self.claimed or src.kind[gid] == "locked" and src.cell(gid).cell_type != "code":
+                        continue
+                    share = _containment(_skeleton(src.release[gid]), s.cell.source) if gid in src.release else 0.0
+                    if share >= MATCH_THRESHOLD:
+                        scored.append((-share, i, gid))
+        for negs, i, gid in sorted(scored):
+            if self.seen[i].open and gid not in self.claimed:
+                self.claim(i, gid, f"similar text ({-negs:.0%} of its lines)")
+
+    def by_position(self):
+        """1c: a solution cell still unidentified takes the first unidentified code cell between its
+        identified neighbours."""
+        ids = self.src.ids
+        for k, gid in enumerate(ids):
+            if self.src.kind[gid] != "solution" or gid in self.claimed:
+                continue
+            lo = max((self.claimed[g] for g in ids[:k] if g in self.claimed), default=-1)
+            hi = min((self.claimed[g] for g in ids[k + 1:] if g in self.claimed), default=len(self.seen))
+            for i in range(lo + 1, hi):
+                if self.seen[i].open and self.seen[i].cell.cell_type == "code":
+                    self.claim(i, gid, "position")
+                    break
+
+    def notes(self) -> list[str]:
+        """For the instructor: what was dropped, how each cell was recognised, which locked cells were edited."""
+        notes = []
+        for s in self.seen:
+            gid = s.gid
+            if s.dropped:
+                notes.append(f"dropped a {s.how}")
+            elif gid and s.how != "metadata":
+                notes.append(f"{gid}: recognised by {s.how}")
+            kind = self.src.kind[gid] if gid else None
+            if kind == "grade" and gid in self.src.release and _edited(s.cell, self.src.release[gid]):
+                notes.append(f"{gid}: edited test cell restored")
+            elif kind == "locked" and _edited(s.cell, self.src.release[gid]):
+                notes.append(f"{gid}: edited locked cell restored")
+        return notes
+
+    def extras(self) -> dict:
+        """Rule 4: the cells the student added, under the identified cell they followed (None: before any)."""
+        extras, last = {}, None
+        for s in self.seen:
+            if s.gid is not None:
+                last = s.gid
+            elif not s.dropped:
+                extras.setdefault(last, []).append(s.cell)
+        return extras
+
+
+def _edited(cell, release_cell) -> bool:
+    return _norm(cell.source) != _norm(release_cell.source)
+
+
+def _added_cells(cells) -> list:
+    """Cells the student added: their text only."""
+    import nbformat
+    return [nbformat.v4.new_code_cell(c.source, metadata={}) if c.cell_type == "code"
+            else nbformat.v4.new_markdown_cell(c.source, metadata={}) for c in cells]
+
+
+def _graded_copy(sc, kind: str, submitted, restore_deleted: bool, notes: list):
+    """Rules 2-3 for one source cell: a copy without outputs; a solution cell gets the `submitted` cell's
+    text (None when the student's is not found, noted), a graded cell absent from the submission fails."""
+    gid = grade_id(sc)
+    new = copy.deepcopy(sc)
+    if new.cell_type == "code":
+        new.outputs, new.execution_count = [], None
+    else:
+        new.pop("outputs", None)
+    if kind == "solution":
+        if submitted is None:
+            notes.append(f"{gid}: solution cell not found in the submission")
+            return None
+        new.source = submitted.source
+    elif kind == "grade" and submitted is None:
+        if restore_deleted:
+            notes.append(f"{gid}: deleted test cell restored")
         else:
-            cells.append(new)
-        add_extra(gid)
-    nb = nbformat.v4.new_notebook(cells=cells, metadata=copy.deepcopy(source.metadata))
-    for c in nb.cells:
-        if c.cell_type == "code":
-            c.execution_count = None
-    return nb, notes
+            notes.append(f"{gid}: test cell deleted from the submission: 0 points")
+            new.source = (f"# The graded cell {gid} was deleted from the submitted notebook.\n"
+                          f"raise AssertionError('the graded cell {gid} was deleted from the submitted "
+                          f"notebook: it scores 0')")
+    return new
 
 
 def _is_regular(p: Path) -> bool:
