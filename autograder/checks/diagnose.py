@@ -34,9 +34,32 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol, pytorch=False):
     """Return a sentence naming the mistake if the output equals a known wrong attention.
 
     pytorch: the student writes PyTorch (Problem 1), so hints name torch operations, not Triton's."""
+    out = out.double()
+    for kw, why in _wrong_attentions(q, case, pytorch):
+        alt = _noncausal_sinks(q, k, v, case) if kw.pop("_sinks_all", False) else _ref(q, k, v, case, **kw)
+        if _matches(out, alt, atol, rtol):
+            return why
+    if case.is_causal and _tile_local_mask(q, k, v, out, case, atol, rtol):
+        return ("the mask compares indices inside the tile (0 .. BLOCK - 1), not positions in the sequence: "
+                "give the mask offs_m = start_m + arange(BLOCK_M) and offs_n = start_n + arange(BLOCK_N).")
+    why = _wrong_kv_head(q, k, v, out, case, atol, rtol)
+    if why:
+        return why
+    o_ref, lse = _ref(q, k, v, case, return_lse=True)
+    why = _unnormalised(out, o_ref, lse, atol, rtol, pytorch) or \
+        _padded_keys_visible(q, out, o_ref, lse, case, atol, rtol, pytorch)
+    if why:
+        return why
+    wrong_rows = ~torch.isclose(out, o_ref, atol=atol, rtol=rtol).all(-1)
+    return underflow_hypothesis(q, k, wrong_rows, case) or \
+        online_softmax_hypotheses(q, k, v, out, case, atol, rtol, pytorch)
+
+
+def _wrong_attentions(q, case, pytorch):
+    """[(keyword arguments of _ref, the mistake)]: the scale and the mask done wrong. `_sinks_all`: the
+    sinks seen by every query (_noncausal_sinks)."""
     D = q.shape[-1]
     scale = 1 / math.sqrt(D)
-    out = out.double()
     if pytorch:
         scale_hints = ("the output is attention WITHOUT the 1/sqrt(D) scale: multiply the scores by "
                        "sm_scale (s = q_tile @ k_tile.transpose(-1, -2) * sm_scale).",
@@ -68,49 +91,49 @@ def whole_output_hypotheses(q, k, v, out, case, atol, rtol, pytorch=False):
                                                "visible (when j <= i) even outside the window."))
             hyps.append((dict(is_causal=True, window_size=case.window_size, sink_size=None, _sinks_all=True),
                          "sink keys are visible to queries before them: a sink key j is visible only when j <= i."))
-    for kw, why in hyps:
-        if kw.pop("_sinks_all", False):
-            alt = _noncausal_sinks(q, k, v, case)
-        else:
-            alt = _ref(q, k, v, case, **kw)
-        if _matches(out, alt, atol, rtol):
-            return why
-    if case.is_causal and _tile_local_mask(q, k, v, out, case, atol, rtol):
-        return ("the mask compares indices inside the tile (0 .. BLOCK - 1), not positions in the sequence: "
-                "give the mask offs_m = start_m + arange(BLOCK_M) and offs_n = start_n + arange(BLOCK_N).")
-    # GQA: the wrong K/V head for a query head
+    return hyps
+
+
+def _wrong_kv_head(q, k, v, out, case, atol, rtol):
+    """GQA: the output is attention over the wrong K/V head for a query head."""
     Hq, Hkv = q.shape[1], k.shape[1]
-    if Hq != Hkv:
-        for idx, why in ((torch.arange(Hq) % Hkv, "query head h reads K/V head h % Hkv; the course rule is "
-                                                   "h // (Hq // Hkv) (consecutive query heads share a K/V head)."),
-                         (torch.zeros(Hq, dtype=torch.long), "every query head reads K/V head 0: the K/V head "
-                                                            "offset (h // (Hq // Hkv)) * stride_kh is missing."),
-                         (torch.arange(Hq).clamp(max=Hkv - 1), "query head h reads K/V head h (clamped): "
-                                                                "use h // (Hq // Hkv).")):
-            kk, vv = k[:, idx], v[:, idx]
-            if _matches(out, _ref(q, kk, vv, case), atol, rtol):
-                return why
-    # unnormalised output: acc never divided by l
-    ref = _ref(q, k, v, case, return_lse=True)
-    o_ref, lse = ref
-    if _matches(out, o_ref * torch.exp(lse)[..., None], atol, rtol) or \
-            _matches(out / out.abs().amax().clamp(min=1e-30), (o_ref * torch.exp(lse)[..., None]) /
-                     (o_ref * torch.exp(lse)[..., None]).abs().amax(), 1e-2, 1e-2):
+    if Hq == Hkv:
+        return None
+    for idx, why in ((torch.arange(Hq) % Hkv, "query head h reads K/V head h % Hkv; the course rule is "
+                                               "h // (Hq // Hkv) (consecutive query heads share a K/V head)."),
+                     (torch.zeros(Hq, dtype=torch.long), "every query head reads K/V head 0: the K/V head "
+                                                        "offset (h // (Hq // Hkv)) * stride_kh is missing."),
+                     (torch.arange(Hq).clamp(max=Hkv - 1), "query head h reads K/V head h (clamped): "
+                                                            "use h // (Hq // Hkv).")):
+        if _matches(out, _ref(q, k[:, idx], v[:, idx], case), atol, rtol):
+            return why
+    return None
+
+
+def _unnormalised(out, o_ref, lse, atol, rtol, pytorch):
+    """acc never divided by l: the reference times the softmax denominator (or its shape, scaled)."""
+    unnormalised = o_ref * torch.exp(lse)[..., None]
+    if _matches(out, unnormalised, atol, rtol) or \
+            _matches(out / out.abs().amax().clamp(min=1e-30), unnormalised / unnormalised.abs().amax(), 1e-2, 1e-2):
         return ("the output was never divided by l_i (the softmax denominator): finish with "
                 + ("acc / l_i[..., None]." if pytorch else "acc / l_i[:, None]."))
-    if not case.is_causal:
-        # keys past N (the zero padding of the last key tile: k = 0, v = 0, score 0) left visible
-        N = q.shape[2]
-        for block_n in (16, 32, 64, 128):
-            pad = -N % block_n
-            if pad and _matches(out, o_ref * (torch.exp(lse) / (torch.exp(lse) + pad))[..., None], atol, rtol):
-                return (f"the {pad} key(s) past N in the last key tile take part in the softmax (score 0, "
-                        f"weight exp(0 - m)): give keys past N a score of -inf, e.g. "
-                        + ("s.masked_fill(~(offs_n < N)[None, :], float('-inf'))." if pytorch else
-                           "tl.where(offs_n[None, :] < N, qk, float('-inf'))."))
-    wrong_rows = ~torch.isclose(out, o_ref, atol=atol, rtol=rtol).all(-1)
-    return underflow_hypothesis(q, k, wrong_rows, case) or \
-        online_softmax_hypotheses(q, k, v, out, case, atol, rtol, pytorch)
+    return None
+
+
+def _padded_keys_visible(q, out, o_ref, lse, case, atol, rtol, pytorch):
+    """Without a causal mask: the keys past N (the zero padding of the last key tile: k = 0, v = 0, score 0)
+    take part in the softmax."""
+    if case.is_causal:
+        return None
+    N = q.shape[2]
+    for block_n in (16, 32, 64, 128):
+        pad = -N % block_n
+        if pad and _matches(out, o_ref * (torch.exp(lse) / (torch.exp(lse) + pad))[..., None], atol, rtol):
+            return (f"the {pad} key(s) past N in the last key tile take part in the softmax (score 0, "
+                    f"weight exp(0 - m)): give keys past N a score of -inf, e.g. "
+                    + ("s.masked_fill(~(offs_n < N)[None, :], float('-inf'))." if pytorch else
+                       "tl.where(offs_n[None, :] < N, qk, float('-inf'))."))
+    return None
 
 
 # Mistakes in the online softmax update: the output equals a blockwise computation, over key tiles
