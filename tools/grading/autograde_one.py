@@ -69,20 +69,44 @@ def bounded_execute(cell_timeout: int, timeouts: list):
 def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_deleted: bool,
               sandbox: str = "none", memory_limit: int | None = None) -> dict:
     """Rebuild, then nbgrader-autograde one submission; returns the result record (also saved)."""
-    import nbformat
-    from nbgrader.converters import Autograde
-    from nbgrader.coursedir import CourseDirectory
-    from nbgrader.preprocessors import ClearOutput, DeduplicateIds, OverwriteKernelspec, CheckCellMetadata
-
     t0 = time.time()
     result = {"student": student, "assignment": slug, "status": "graded", "reason": "", "notes": [],
               "submission_sha256": submission_digest(course, student, slug),
               "release_sha256": release_digest(course, slug), "run_id": os.environ.get(RUN_ID, ""),
               "run": os.environ.get(launcher.MARKER, "")}
     mark_started(course, student, slug, result["run_id"])
-    # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it;
-    # links and special files are dropped here, before anything reads them
+    # nbgrader reads submissions from <course>/rebuilt/: submitted/ stays as the student sent it
     dst_dir = course / "rebuilt" / student / slug
+    nb, why_not = rebuild_submission(course, student, slug, dst_dir, restore_deleted, result)
+    if nb is None:
+        return finish_zero(course, student, slug, why_not, result, t0)
+
+    timeouts = []       # (cell name, limit) of every cell that ran past its limit
+    failure = run_autograde(course, student, slug, dst_dir, cell_timeout, sandbox, memory_limit, result, timeouts)
+    plan = plan_file(course, student, slug)
+    memory = memory_state(plan)
+    result["memory"] = {k: memory[k] for k in ("how", "limit") if k in memory}
+    if memory.get("warning"):
+        result["notes"].append(memory["warning"])
+    graded = course / "autograded" / student / slug / f"{slug}.ipynb"
+    if failure or not graded.is_file():
+        return finish_zero(course, student, slug, zero_reason(failure, timeouts, plan), result, t0, rebuilt=nb)
+
+    graded_nb = read_nb(graded)
+    result["cells"] = cell_results(graded_nb, plan)
+    confirm_by_replay(course, student, slug, dst_dir / f"{slug}.ipynb", graded, graded_nb, result, cell_timeout)
+    zero_cells(graded, graded_nb, cheat_voids(nb, result["cells"]), "Voided", result)
+    result["seconds"] = round(time.time() - t0, 1)
+    save_result(course, result)
+    return result
+
+
+def rebuild_submission(course: Path, student: str, slug: str, dst_dir: Path, restore_deleted: bool, result: dict):
+    """(notebook, "") with the student's files and the rebuilt notebook written to `dst_dir`, or (None, why)
+    when the submission holds no notebook to grade. Notes and static flags go to `result`."""
+    import nbformat
+
+    # links and special files are dropped here, before anything reads them
     if dst_dir.exists():
         shutil.rmtree(dst_dir)
     result["notes"] += copy_submission(course / "submitted" / student / slug, dst_dir)
@@ -91,16 +115,26 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
         result["notes"].append(note)
     sub = read_submission(path) if path else None
     if sub is None:
-        return finish_zero(course, student, slug, note if path is None else "the submitted file is not a notebook",
-                            result, t0)
+        return None, note if path is None else "the submitted file is not a notebook"
     source = read_nb(course / "source" / slug / f"{slug}.ipynb")
     release = read_nb(course / "release" / slug / f"{slug}.ipynb")
     nb, notes = rebuild(sub, source, release, restore_deleted=restore_deleted)
     result["notes"] += notes
     result["flags"] = static_flags(nb)          # for the instructor's review: never a score
     record_direct_calls(nb)
-
     nbformat.write(nb, str(dst_dir / f"{slug}.ipynb"))
+    return nb, ""
+
+
+def run_autograde(course: Path, student: str, slug: str, dst_dir: Path, cell_timeout: int, sandbox: str,
+                  memory_limit: int | None, result: dict, timeouts: list) -> list[str]:
+    """nbgrader's Autograde of the rebuilt notebook (in `dst_dir`) in the sandboxed kernel; returns the
+    failure, if any (["Error: message"]), and appends each cell that ran past its limit to `timeouts`."""
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.converters import Autograde
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
+                                        IgnorePattern, LimitOutput, OverwriteKernelspec)
 
     quiet_traitlets()
     cfg = nbgrader_config(course, cell_timeout, submitted="rebuilt")
@@ -115,11 +149,9 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     # the rebuilt notebook already holds the source's locked cells (OverwriteCells would also
     # restore a deleted-test placeholder to the real test, handing out its points)
     cfg.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, CheckCellMetadata]
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput
-    timeouts = []
-    cfg.Autograde.autograde_preprocessors = [bounded_execute(cell_timeout, timeouts), IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-                                             save_autogrades_class(), AssignLatePenalties, CheckCellMetadata]
+    cfg.Autograde.autograde_preprocessors = [bounded_execute(cell_timeout, timeouts), IgnorePattern,
+                                             ClearMetadataPreprocessor, LimitOutput, save_autogrades_class(),
+                                             AssignLatePenalties, CheckCellMetadata]
     coursedir = CourseDirectory(config=cfg)
     coursedir.assignment_id = slug
     coursedir.student_id = student
@@ -139,38 +171,33 @@ def grade_one(course: Path, student: str, slug: str, cell_timeout: int, restore_
     except BaseException as exc:   # noqa: BLE001 - NbGraderException, SystemExit
         if not failure:
             failure.append(f"{type(exc).__name__}: {exc}")
-    memory = memory_state(plan_file(course, student, slug))
-    result["memory"] = {k: memory[k] for k in ("how", "limit") if k in memory}
-    if memory.get("warning"):
-        result["notes"].append(memory["warning"])
-    graded = course / "autograded" / student / slug / f"{slug}.ipynb"
-    if failure or not graded.is_file():
-        reason = failure[0] if failure else "nbgrader produced no autograded notebook"
-        oom = memory_exceeded(plan_file(course, student, slug))
-        if "DeadKernelError" in reason or "Kernel died" in reason:
-            reason = f"the kernel died: {oom}" if oom else \
-                "the kernel died (crash, segfault or out of memory): " + reason
-        elif timeouts and ("CellTimeoutError" in reason or "TimeoutError" in reason):
-            name, limit = timeouts[-1]
-            reason = f"cell {name} ran past the {limit} s limit and did not stop when interrupted: the kernel " \
-                     f"was stopped ({reason})"
-        elif oom:
-            reason = f"{oom}: {reason}"
-        return finish_zero(course, student, slug, reason, result, t0, rebuilt=nb)
-    result["cells"] = {}
-    graded_nb = read_nb(graded)
+    return failure
+
+
+def zero_reason(failure: list[str], timeouts: list, plan: Path) -> str:
+    """Why a notebook that nbgrader did not finish scores 0: the kernel died (of memory?), a cell did not
+    stop when interrupted, the memory limit, or nbgrader's own error."""
+    reason = failure[0] if failure else "nbgrader produced no autograded notebook"
+    oom = memory_exceeded(plan)
+    if "DeadKernelError" in reason or "Kernel died" in reason:
+        return f"the kernel died: {oom}" if oom else "the kernel died (crash, segfault or out of memory): " + reason
+    if timeouts and ("CellTimeoutError" in reason or "TimeoutError" in reason):
+        name, limit = timeouts[-1]
+        return f"cell {name} ran past the {limit} s limit and did not stop when interrupted: the kernel " \
+               f"was stopped ({reason})"
+    return f"{oom}: {reason}" if oom else reason
+
+
+def cell_results(graded_nb, plan: Path) -> dict:
+    """{grade id: {"score", "max", "why"}} of the executed notebook; a failure that was the memory limit says so."""
+    cells = {}
     for cell in graded_nb.cells:
         if is_grade(cell):
             score, why = cell_score(cell)
-            oom = memory_error(plan_file(course, student, slug), why) if score == 0 and why else ""
+            oom = memory_error(plan, why) if score == 0 and why else ""
             why = f"{oom}: {why}" if oom else why
-            result["cells"][grade_id(cell)] = {"score": score, "max": float(cell.metadata["nbgrader"]["points"]),
-                                               "why": why}
-    confirm_by_replay(course, student, slug, dst_dir / f"{slug}.ipynb", graded, graded_nb, result, cell_timeout)
-    zero_cells(graded, graded_nb, cheat_voids(nb, result["cells"]), "Voided", result)
-    result["seconds"] = round(time.time() - t0, 1)
-    save_result(course, result)
-    return result
+            cells[grade_id(cell)] = {"score": score, "max": float(cell.metadata["nbgrader"]["points"]), "why": why}
+    return cells
 
 
 def private_gradebook(course: Path, student: str, slug: str) -> Path:
