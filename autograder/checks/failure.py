@@ -7,7 +7,7 @@ out of the text.
 
 Failures stay objects until a person reads them: `autograder.record` saves a verdict's parts
 (`fields`) and rebuilds it from them, and no check reads a rendered text back. Only the grader,
-which never imports the autograder (tools/grading/_tools.py loads this file by path) and has
+which never imports the autograder (tools/grading/_failure.py loads this file by path) and has
 nothing but a notebook's error output, parses text (`Failure.parse`), once, at its boundary.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ verdict does not come from that process alone:
 * record (`AUTOGRADER_RECORD=<dir>`, set by tools/grade.py in the grading kernel): every call of a
   student's function by a check goes through `call`, which saves a digest of the inputs, the
   outputs (or the exception) and what the observers (the cheat guard, the interpreter probe) saw.
-* replay (`AUTOGRADER_REPLAY=<dir>`, tools/replay.py in a fresh process of the grader's): the graded
+* replay (`AUTOGRADER_REPLAY=<dir>`, tools/grading/replay/replayer.py in a fresh process of the grader's): the graded
   cells run again with the student's functions replaced by stand-ins; `call` returns the recorded
   outputs for the same inputs, and the checks, the reference and the comparisons are the grader's
   own. A call that was not recorded (because something replaced the checks) fails.
