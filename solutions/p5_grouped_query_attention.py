@@ -96,14 +96,14 @@ def _flash_attention_fwd(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)       # running sum of p @ v
 
     if IS_CAUSAL:
-        diag_lo = start_m // BLOCK_N * BLOCK_N           # key tile holding key start_m: first one to mask
-        diag_hi = tl.minimum(start_m + BLOCK_M, N)       # one past the last key any row here may see
+        full_hi = start_m // BLOCK_N * BLOCK_N           # key tile holding key start_m: first one to mask
+        hi = tl.minimum(start_m + BLOCK_M, N)            # one past the last key any row here may see
         # phase 1: key tiles left of the diagonal, visible to every row: no mask at all
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, diag_lo, N, qk_scale, NO_MASK, BLOCK_N)
-        # phase 2: key tiles crossing the diagonal: causal + bounds mask; tiles past diag_hi are skipped
+                                        offs_m, offs_d, 0, full_hi, N, qk_scale, NO_MASK, BLOCK_N)
+        # phase 2: key tiles crossing the diagonal: causal + bounds mask; tiles past hi are skipped
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, diag_lo, diag_hi, N, qk_scale, CAUSAL, BLOCK_N)
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, CAUSAL, BLOCK_N)
     else:
         # Problem 3: full key tiles with no mask, then the tail tile with the bounds mask
         n_full = N // BLOCK_N * BLOCK_N

@@ -16,7 +16,7 @@ from autograder.tiles import attention_tiles
 
 
 @triton.jit
-def _window_mask(offs_m, offs_n, WINDOW):
+def _visible(offs_m, offs_n, WINDOW):
     """[BLOCK_M, BLOCK_N] bool: key offs_n[j] visible from query offs_m[i] (causal, W keys)."""
     causal = offs_n[None, :] <= offs_m[:, None]
     in_window = offs_n[None, :] > offs_m[:, None] - WINDOW          # j >= i - (W - 1)
@@ -25,7 +25,7 @@ def _window_mask(offs_m, offs_n, WINDOW):
 
 NO_MASK = tl.constexpr(0)         # every pair of the tile is visible
 BOUNDS = tl.constexpr(1)          # key j visible when j < N
-CAUSAL_WINDOW = tl.constexpr(3)   # key j visible from row i when i - (W - 1) <= j <= i: _window_mask
+CAUSAL_WINDOW = tl.constexpr(3)   # key j visible from row i when i - (W - 1) <= j <= i: _visible
 
 
 @triton.jit
@@ -51,7 +51,7 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
         if MASK == BOUNDS:
             qk = tl.where(in_bounds[None, :], qk, float("-inf"))
         elif MASK == CAUSAL_WINDOW:
-            visible = _window_mask(offs_m, offs_n, WINDOW)
+            visible = _visible(offs_m, offs_n, WINDOW)
             qk = tl.where(visible, qk, float("-inf"))
         # the online softmax update of Problem 3
         m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units

@@ -16,7 +16,7 @@ from autograder.tiles import attention_tiles
 
 
 @triton.jit
-def _sink_window_mask(offs_m, offs_n, WINDOW, SINKS):
+def _visible(offs_m, offs_n, WINDOW, SINKS):
     """[BLOCK_M, BLOCK_N] bool: key offs_n[j] visible from query offs_m[i] (causal, W keys, S sinks)."""
     causal = offs_n[None, :] <= offs_m[:, None]
     in_window = offs_n[None, :] > offs_m[:, None] - WINDOW          # j >= i - (W - 1)
@@ -53,7 +53,7 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
         if MASK == BOUNDS:
             qk = tl.where(in_bounds[None, :], qk, float("-inf"))
         elif MASK == CAUSAL_WINDOW_SINKS:
-            visible = _sink_window_mask(offs_m, offs_n, WINDOW, SINKS)
+            visible = _visible(offs_m, offs_n, WINDOW, SINKS)
             qk = tl.where(visible, qk, float("-inf"))
         elif MASK == SINK_KEYS:
             qk = tl.where((offs_n < SINKS)[None, :], qk, float("-inf"))

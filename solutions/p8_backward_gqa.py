@@ -17,32 +17,43 @@ from autograder.tiles import attention_tiles, backward_tiles
 LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
 
 
+NO_MASK = tl.constexpr(0)   # every pair of the tile is visible
+BOUNDS = tl.constexpr(1)    # key j visible when j < N
+CAUSAL = tl.constexpr(2)    # key j visible from row i when j <= i and j < N
+
+
 @triton.jit
-def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+def _attn_fwd_tiles(acc, l_i, m_i, q,
+                    K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_d, lo, hi, N, qk_scale,
                     MASK: tl.constexpr, BLOCK_N: tl.constexpr):
-    # Online softmax over key tiles [lo, hi). MASK: 0 = none, 1 = bounds (j < N), 2 = causal (j <= i).
+    """Fold key tiles [lo, hi) into the running state (acc, l_i, m_i) of one query tile."""
     for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASK == 0:
-            k = tl.load(k_ptrs)                                           # [BLOCK_N, HEAD_DIM]
+        start_n = tl.multiple_of(start_n, BLOCK_N)          # aligned: lets the compiler vectorise loads
+        offs_n = start_n + tl.arange(0, BLOCK_N)             # [BLOCK_N] key indices of this tile
+        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd   # [BLOCK_N, HEAD_DIM]
+        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd   # [BLOCK_N, HEAD_DIM]
+        in_bounds = offs_n < N
+        if MASK == NO_MASK:     # a full tile: no mask, the fastest load there is
+            k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=offs_n[:, None] < N, other=0.0)
-            v = tl.load(v_ptrs, mask=offs_n[:, None] < N, other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale                            # [BLOCK_M, BLOCK_N], base 2
-        if MASK == 1:
-            qk = tl.where((offs_n < N)[None, :], qk, float("-inf"))
-        elif MASK == 2:
-            qk = tl.where(offs_n[None, :] <= offs_m[:, None], qk, float("-inf"))
-        m_ij = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_ij[:, None])
-        alpha = tl.math.exp2(m_i - m_ij)
+        else:                   # a tile may stick out past N: keys there load as 0, the mask below hides them
+            k = tl.load(k_ptrs, mask=in_bounds[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=in_bounds[:, None], other=0.0)
+        # 16-bit operands straight into the tensor cores, fp32 accumulation
+        qk = tl.dot(q, tl.trans(k))                          # [BLOCK_M, BLOCK_N] fp32, unscaled
+        if MASK == BOUNDS:
+            qk = tl.where(in_bounds[None, :], qk, float("-inf"))
+        elif MASK == CAUSAL:
+            visible = (offs_n[None, :] <= offs_m[:, None]) & in_bounds[None, :]
+            qk = tl.where(visible, qk, float("-inf"))
+        # the online softmax update of Problem 3
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
+        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])      # [BLOCK_M, BLOCK_N], in [0, 1]
+        alpha = tl.math.exp2(m_i - m_ij)                     # rescale of everything seen so far
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)                  # acc += p @ v, fp32
         m_i = m_ij
     return acc, l_i, m_i
 
@@ -58,42 +69,51 @@ def _attn_fwd(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    n_m = tl.cdiv(N, BLOCK_M)                 # one grid axis: the query tile is the fast index
+    n_m = tl.cdiv(N, BLOCK_M)
+    # which query tile, the fast index; causal: late tiles visit the most key tiles, so they go first
     pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
-    off_bh = tl.program_id(0) // n_m
+    off_bh = tl.program_id(0) // n_m          # which (batch, head)
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
-    kv_h = h // GROUP
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    # GROUP consecutive query heads share one K/V head: read it in place, no copy
+    kv_h = h // GROUP
     K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
     V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
-    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-    LSE_ptr += off_bh.to(tl.int64) * N                                    # [B, Hq, N], contiguous
+    LSE_ptr += off_bh.to(tl.int64) * N                   # [B, Hq, N], contiguous
 
     start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=offs_m[:, None] < N, other=0.0)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    offs_m = start_m + tl.arange(0, BLOCK_M)             # [BLOCK_M] query rows of this program
+    offs_d = tl.arange(0, HEAD_DIM)                      # [HEAD_DIM]
+    # the query tile: loaded once, kept on chip for the whole loop; rows past N load as 0
+    q_ptrs = Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # [BLOCK_M, HEAD_DIM], bf16/fp16
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)   # running max, log2 units
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                 # running sum of exp2
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)       # running sum of p @ v
+
     if IS_CAUSAL:
-        full_hi = (start_m + 1) // BLOCK_N * BLOCK_N
-        hi = tl.minimum(start_m + BLOCK_M, N)
+        full_hi = start_m // BLOCK_N * BLOCK_N           # key tile holding key start_m: first one to mask
+        hi = tl.minimum(start_m + BLOCK_M, N)            # one past the last key any row here may see
+        # phase 1: key tiles left of the diagonal, visible to every row: no mask at all
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, full_hi, N, qk_scale, 0, BLOCK_N)
+                                        offs_m, offs_d, 0, full_hi, N, qk_scale, NO_MASK, BLOCK_N)
+        # phase 2: key tiles crossing the diagonal: causal + bounds mask; tiles past hi are skipped
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, full_hi, hi, N, qk_scale, 2, BLOCK_N)
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, CAUSAL, BLOCK_N)
     else:
+        # Problem 3: full key tiles with no mask, then the tail tile with the bounds mask
         n_full = N // BLOCK_N * BLOCK_N
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, n_full, N, qk_scale, 0, BLOCK_N)
+                                        offs_m, offs_d, 0, n_full, N, qk_scale, NO_MASK, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, n_full, N, N, qk_scale, 1, BLOCK_N)
-    acc = acc / l_i[:, None]
-    tl.store(O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
-             acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+                                        offs_m, offs_d, n_full, N, N, qk_scale, BOUNDS, BLOCK_N)
+
+    acc = acc / l_i[:, None]                  # the one division, after the last tile
+    o_ptrs = O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
     # the backward's only memory of P: one base-2 log-sum-exp per row
     tl.store(LSE_ptr + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < N)
 
@@ -131,7 +151,7 @@ def _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
     delta = tl.load(Delta_ptr + offs_m, mask=offs_m < N, other=0.0)
     qkT = tl.dot(k, tl.trans(q)) * qk_scale                                 # [BLOCK_N, BLOCK_M]
     pT = tl.math.exp2(qkT - lse[None, :])
-    if MASK:
+    if MASK == CAUSAL:
         pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)
     dv += tl.dot(pT.to(do.dtype), do)
     dpT = tl.dot(v, tl.trans(do))                                           # [BLOCK_N, BLOCK_M]
@@ -151,15 +171,15 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
         for start_m in range(start_n, diag_hi, BLOCK_M):
             dk, dv = _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
                                     stride_qn, stride_qd, stride_don, stride_dod,
-                                    start_m, offs_n, offs_d, N, qk_scale, True, BLOCK_M)
-        lo = start_n + BLOCK_N
+                                    start_m, offs_n, offs_d, N, qk_scale, CAUSAL, BLOCK_M)
+        full_lo = start_n + BLOCK_N
     else:
-        lo = 0
-    for start_m in range(lo, N, BLOCK_M):
+        full_lo = 0
+    for start_m in range(full_lo, N, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
         dk, dv = _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
                                 stride_qn, stride_qd, stride_don, stride_dod,
-                                start_m, offs_n, offs_d, N, qk_scale, False, BLOCK_M)
+                                start_m, offs_n, offs_d, N, qk_scale, NO_MASK, BLOCK_M)
     return dk, dv
 
 
@@ -219,9 +239,9 @@ def _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stri
     v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
     qk = tl.dot(q, tl.trans(k)) * qk_scale                                  # [BLOCK_M, BLOCK_N], base 2
     p = tl.math.exp2(qk - lse[:, None])
-    if MASK == 1:
+    if MASK == BOUNDS:
         p = tl.where((offs_n < N)[None, :], p, 0.0)
-    elif MASK == 2:
+    elif MASK == CAUSAL:
         p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
     dp = tl.dot(do, tl.trans(v))                                            # [BLOCK_M, BLOCK_N]
     ds = p * (dp - delta[:, None])
@@ -261,23 +281,24 @@ def _attn_bwd_dq(
     delta = tl.load(Delta_ptr + off_bh.to(tl.int64) * N + offs_m, mask=offs_m < N, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     if IS_CAUSAL:
-        full_hi = (start_m + 1) // BLOCK_N * BLOCK_N
+        full_hi = start_m // BLOCK_N * BLOCK_N           # key tile holding key start_m: first one to mask
+        hi = tl.minimum(start_m + BLOCK_M, N)            # one past the last key any row here may see
         for start_n in range(0, full_hi, BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
             dq = _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                              start_n, offs_m, offs_d, N, qk_scale, 0, BLOCK_N)
-        for start_n in range(full_hi, tl.minimum(start_m + BLOCK_M, N), BLOCK_N):
+                              start_n, offs_m, offs_d, N, qk_scale, NO_MASK, BLOCK_N)
+        for start_n in range(full_hi, hi, BLOCK_N):
             dq = _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                              start_n, offs_m, offs_d, N, qk_scale, 2, BLOCK_N)
+                              start_n, offs_m, offs_d, N, qk_scale, CAUSAL, BLOCK_N)
     else:
         n_full = N // BLOCK_N * BLOCK_N
         for start_n in range(0, n_full, BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
             dq = _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                              start_n, offs_m, offs_d, N, qk_scale, 0, BLOCK_N)
+                              start_n, offs_m, offs_d, N, qk_scale, NO_MASK, BLOCK_N)
         for start_n in range(n_full, N, BLOCK_N):
             dq = _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                              start_n, offs_m, offs_d, N, qk_scale, 1, BLOCK_N)
+                              start_n, offs_m, offs_d, N, qk_scale, BOUNDS, BLOCK_N)
     dq *= sm_scale                             # dQ = (1/sqrt(D)) dS k, the scale applied once
     tl.store(DQ_ptr + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
              + offs_m[:, None] * stride_dqn + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),

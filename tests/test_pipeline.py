@@ -485,16 +485,21 @@ def test_nbgrader_cli_with_repo_config(demo_root):
 
 
 # ---------------------------------------------------------------------------------------------
-# The given kernel code of Problems 3-7 is one lineage: each problem pastes the previous one's loop
-# (`_attn_fwd_tiles`), mask modes and kernel (`_flash_attention_fwd`) and changes only what its text
-# introduces. Pasted code drifts (renamed variables, reordered math, bare ints for named modes) and
-# a student comparing two notebooks then cannot tell what is new. Each entry names what the problem's
-# text introduces and how the code may change for it: a string is a pattern that every changed line
-# (added or removed) must match; a (pattern, replacement) pair is a rewrite of the previous problem's
-# lines (an added argument, a renamed mode) applied before comparing. Any other difference fails
-# with the diff, and an entry that no longer matches anything fails too, so the table stays honest.
+# One kernel vocabulary, Problems 3-9. The given kernel code is one lineage: each problem pastes an
+# earlier one's code and changes only what its text introduces. Problems 4-7 paste the previous
+# forward (mask modes, the loop `_attn_fwd_tiles`, the kernel `_flash_attention_fwd`, the predicate
+# `_visible`); Problems 8 and 9 paste the forward of Problems 5 and 7 (the kernel renamed `_attn_fwd`,
+# with the log-sum-exp); Problem 9 pastes Problem 8's tile steps. Pasted code drifts (renamed
+# variables, reordered math, bare ints for named modes) and a student comparing two notebooks then
+# cannot tell what is new. Each entry names the functions compared ((this problem's name, the
+# source's name)), whether the mode constants are compared too, and what the problem's text
+# introduces and how the code may change for it: a string is a pattern that every changed line
+# (added or removed) must match; a (pattern, replacement) pair is a rewrite of the source's lines (an
+# added argument, a renamed mode) applied before comparing. Any other difference fails with the
+# diff, and an entry that no longer matches anything fails too, so the table stays honest.
+FORWARD = (("_attn_fwd_tiles", "_attn_fwd_tiles"), ("_flash_attention_fwd", "_flash_attention_fwd"))
 KERNEL_LINEAGE = {
-    4: {  # causal phases
+    (4, 3): dict(functions=FORWARD + (("flash_attention_forward", "flash_attention_forward"),), modes=True, changes={
         "mask modes replace the MASKED flag": [
             r"^(NO_MASK|BOUNDS|CAUSAL) = tl\.constexpr\(\d\)", r"\bMASK(ED)?\b", r"^(k|v) = tl\.load\((k|v)_ptrs\)$",
             r"^else: # a (full tile|tile may stick out past N)", r"^visible = ", r"^qk = tl\.where\(visible, ",
@@ -507,16 +512,20 @@ KERNEL_LINEAGE = {
             (r"^HEAD_DIM: tl\.constexpr, BLOCK_M", "IS_CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M"),
             r"\bIS_CAUSAL\b", r"^pid_m = ", r"^# which query tile, the fast index; causal:", r"\bstart_m\b",
             r"^offs_m = pid_m \* BLOCK_M \+ "],
-        "two phases: diag_lo, diag_hi": [
-            r"\bdiag_(lo|hi)\b", r"^acc, l_i, m_i = _attn_fwd_tiles\(", r"^# (phase [12]|Problem 3): ", r"^else:$"],
-    },
-    5: {  # the K/V head
+        "two phases: [0, full_hi) unmasked, [full_hi, hi) causal": [
+            r"\b(full_hi|hi)\b", r"^acc, l_i, m_i = _attn_fwd_tiles\(", r"^# (phase [12]|Problem 3): ", r"^else:$"],
+        "the wrapper: causal tiles, and it refuses what later problems add": [
+            (r"causal=False\)$", "causal=is_causal)"), (r"^HEAD_DIM=D, ", "IS_CAUSAL=is_causal, HEAD_DIM=D, "),
+            r'^"""softmax\(q k\^T / sqrt\(D\)', r"^if (is_causal|window_size is not None or sink_size is not None):$",
+            r'^raise ValueError\("this is Problem [34]', r'^"\(sliding windows Problem 6, sinks Problem 7\)"\)$'],
+    }),
+    (5, 4): dict(functions=FORWARD, modes=True, changes={  # the K/V head
         "query heads N_Q_HEADS, GROUP, kv_h": [
             (r"\bN_HEADS\b", "N_Q_HEADS"), r"\bGROUP\b", r"\bkv_h\b", r"^(IS_CAUSAL|HEAD_DIM): tl\.constexpr, ",
             r"^(K|V)_ptr \+= b\.to\(tl\.int64\) \* stride_(kb|vb) \+ h\.to"],
-    },
-    6: {  # the window
-        "mode CAUSAL_WINDOW (_window_mask) replaces CAUSAL; WINDOW argument": [
+    }),
+    (6, 5): dict(functions=FORWARD, modes=True, changes={  # the window
+        "mode CAUSAL_WINDOW (_visible) replaces CAUSAL; WINDOW argument": [
             (r"\bCAUSAL\b", "CAUSAL_WINDOW"), r"^CAUSAL_WINDOW = tl\.constexpr", r"^visible = ",
             (r'do_not_specialize=\["N_Q_HEADS"\]', 'do_not_specialize=["N_Q_HEADS", "WINDOW"]'),
             (r"qk_scale,$", "qk_scale, WINDOW,"), (r"qk_scale, (\w+), BLOCK_N\)$", r"qk_scale, WINDOW, \1, BLOCK_N)")],
@@ -524,22 +533,54 @@ KERNEL_LINEAGE = {
             r"\bm_sub\b", r"^p = tl\.math\.exp2\(qk \* qk_scale - m_ij", r"^alpha = tl\.math\.exp2\(m_i - m_ij\)",
             r"^if MASK == NO_MASK:$", r"^else:$", r"^# a row with no visible key so far"],
         "window ranges lo, full_lo, full_hi, hi and three causal phases": [
-            r"\b(lo|full_lo|full_hi|hi|last_m|diag_lo|diag_hi)\b", r"^acc, l_i, m_i = _attn_fwd_tiles\(",
+            r"\b(lo|full_lo|full_hi|hi|last_m)\b", r"^acc, l_i, m_i = _attn_fwd_tiles\(",
             r"^# (first key tile|from full_lo|before full_hi|window edge|unmasked|diagonal|phase [12]):? "],
         "the division guards padded rows": [
             r"^acc = acc / ", r"^# The one division\.", r"^# stored\) may have seen no key"],
-    },
-    7: {  # the sinks
-        "mode CAUSAL_WINDOW_SINKS (_sink_window_mask) replaces CAUSAL_WINDOW; SINKS argument": [
+    }),
+    (7, 6): dict(functions=(("_visible", "_visible"),) + FORWARD, modes=True, changes={  # the sinks
+        "mode CAUSAL_WINDOW_SINKS (_visible gains SINKS) replaces CAUSAL_WINDOW; SINKS argument": [
             (r"\bCAUSAL_WINDOW\b", "CAUSAL_WINDOW_SINKS"), r"^CAUSAL_WINDOW_SINKS = tl\.constexpr",
-            r"^visible = _(sink_)?window_mask\(", (r', "WINDOW"\]', ', "WINDOW", "SINKS"]'),
-            (r"qk_scale, WINDOW,", "qk_scale, WINDOW, SINKS,")],
+            (r"^def _visible\(offs_m, offs_n, WINDOW\):$", "def _visible(offs_m, offs_n, WINDOW, SINKS):"),
+            (r"^visible = _visible\(offs_m, offs_n, WINDOW\)$", "visible = _visible(offs_m, offs_n, WINDOW, SINKS)"),
+            (r"\(causal, W keys\)", "(causal, W keys, S sinks)"), r"^is_sink = ", r"^return causal & ",
+            (r', "WINDOW"\]', ', "WINDOW", "SINKS"]'), (r"qk_scale, WINDOW,", "qk_scale, WINDOW, SINKS,")],
         "mode SINK_KEYS and the sink phase [0, sink_hi)": [
             r"\bSINK_KEYS\b", r"^qk = tl\.where\(\(offs_n < SINKS\)", r"\bsink_hi\b",
             r"^acc, l_i, m_i = _attn_fwd_tiles\(", r"^# (whole tiles holding keys|visit \(and their mask counts\)|sinks: )"],
-    },
+    }),
+    (8, 5): dict(functions=(("_attn_fwd_tiles", "_attn_fwd_tiles"), ("_attn_fwd", "_flash_attention_fwd")), modes=True,
+                 changes={  # "Problem 5's kernel, renamed _attn_fwd, with one more output: LSE_ptr"
+        "the kernel is _attn_fwd; its (batch, head) index off_bh, as in the backward kernels": [
+            (r"\b_flash_attention_fwd\b", "_attn_fwd"), (r"\bpid_bh\b", "off_bh")],
+        "one more output: LSE_ptr, the base-2 log-sum-exp per row": [
+            (r"^Q_ptr, K_ptr, V_ptr, O_ptr,$", "Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr,"), r"^LSE_ptr \+= ",
+            r"^# the backward's only memory of P", r"^tl\.store\(LSE_ptr \+ offs_m, m_i \+ tl\.math\.log2\(l_i\)"],
+    }),
+    (9, 7): dict(functions=(("_visible", "_visible"), ("_attn_fwd_tiles", "_attn_fwd_tiles"), ("_attn_fwd", "_flash_attention_fwd")),
+                 modes=True, changes={  # "Problem 7's kernel, renamed _attn_fwd, ..., plus the sink logit and lse2"
+        "the kernel is _attn_fwd; its (batch, head) index off_bh, as in the backward kernels": [
+            (r"\b_flash_attention_fwd\b", "_attn_fwd"), (r"\bpid_bh\b", "off_bh")],
+        "_visible takes its indices broadcast by the caller (the dK/dV step asks for the transposed tile)": [
+            (r"^visible = _visible\(offs_m, offs_n, ", "visible = _visible(offs_m[:, None], offs_n[None, :], "),
+            r'^"""Key offs_n visible from query offs_m|^indices broadcast by the caller', r"^(causal|in_window|is_sink) = offs_n ",
+            r'^"""\[BLOCK_M, BLOCK_N\] bool: key offs_n\[j\] visible', r"^(causal|in_window|is_sink) = offs_n\[None, :\] "],
+        "the sink logit starts every row's softmax": [
+            (r"^GROUP: tl\.constexpr, IS_CAUSAL: tl\.constexpr,$", "GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_SINK_LOGITS: tl.constexpr,"),
+            r"^if HAS_SINK_LOGITS:$", r"^# start from the sink", r"^(m_i|l_i) = tl\.zeros\(\[BLOCK_M\], dtype=tl\.float32\) \+ ",
+            r"^else:$", r"Sink_ptr"],
+        "one more output: LSE_ptr, the base-2 log-sum-exp per row": [
+            (r"^Q_ptr, K_ptr, V_ptr, O_ptr,$", "Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr, Sink_ptr,"), r"^LSE_ptr \+= ",
+            r"^# the backward's only memory of P", r"^tl\.store\(LSE_ptr \+ offs_m, m_i \+ tl\.math\.log2\(l_i\)"],
+    }),
+    (9, 8): dict(functions=(("_bwd_dkdv_step", "_bwd_dkdv_step"), ("_bwd_dq_step", "_bwd_dq_step")), modes=False, changes={
+        # "The tile steps (given: Problem 8's, with Problem 7's masks)"
+        "Problem 7's modes: CAUSAL_WINDOW_SINKS (_visible) for CAUSAL, and SINK_KEYS; WINDOW, SINKS arguments": [
+            (r"\bCAUSAL\b", "CAUSAL_WINDOW_SINKS"), (r"qk_scale,$", "qk_scale, WINDOW, SINKS,"),
+            r"^pT? = tl\.where\(_visible\(", r"^elif MASK == SINK_KEYS:$", r"^pT? = tl\.where\(\(?offs_n(\[:, None\])? < SINKS",
+            r"^pT = tl\.where\(offs_m\[None, :\] >= offs_n\[:, None\]", r"^p = tl\.where\(offs_n\[None, :\] <= offs_m\[:, None\]"],
+    }),
 }
-LINEAGE_SLUGS = {n: PROBLEMS[n].slug for n in (3, 4, 5, 6, 7)}
 
 
 def _reference_module_source(slug):
@@ -547,74 +588,402 @@ def _reference_module_source(slug):
     return bc.solution_module(slug, text, bc.source_notebook(slug, text)).decode()
 
 
-def _given_kernel_lines(slug):
-    """The mask-mode constants, `_attn_fwd_tiles` and `_flash_attention_fwd` (decorators included) of
-    the reference module, one stripped line each with runs of blanks collapsed (alignment is free)."""
+_MODULES = {}
+
+
+def _reference_module(problem):
+    """(source, {name: top-level FunctionDef}, [mode constant Assigns]) of a problem's reference module."""
     import ast
-    src = _reference_module_source(slug)
-    lines, out = src.splitlines(), []
-    for node in ast.parse(src).body:
-        keep = isinstance(node, ast.FunctionDef) and node.name in ("_attn_fwd_tiles", "_flash_attention_fwd")
-        keep |= (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-                 and ast.unparse(node.value.func) == "tl.constexpr")
-        if keep:
-            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-            out += [" ".join(line.split()) for line in lines[start - 1:node.end_lineno] if line.strip()]
-    return out
+    if problem not in _MODULES:
+        src = _reference_module_source(PROBLEMS[problem].slug)
+        body = ast.parse(src).body
+        _MODULES[problem] = (src, {n.name: n for n in body if isinstance(n, ast.FunctionDef)},
+                             [n for n in body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                              and ast.unparse(n.value.func) == "tl.constexpr"])
+    return _MODULES[problem]
 
 
-@pytest.mark.parametrize("problem", sorted(KERNEL_LINEAGE))
-def test_given_kernel_differs_from_the_previous_problem_only_where_declared(problem):
+def _have(*problems):
+    return all((REPO / "notebooks" / PROBLEMS[p].slug).is_dir() for p in problems)
+
+
+def _node_lines(src, node):
+    """A top-level node's lines (decorators included), stripped, runs of blanks collapsed (alignment is free)."""
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    return [" ".join(line.split()) for line in src.splitlines()[start - 1:node.end_lineno] if line.strip()]
+
+
+@pytest.mark.parametrize("pair", sorted(KERNEL_LINEAGE), ids=lambda p: f"p{p[0]}_from_p{p[1]}")
+def test_given_kernel_differs_from_its_source_only_where_declared(pair):
     import difflib
-    if not all((REPO / "notebooks" / LINEAGE_SLUGS[p]).is_dir() for p in (problem - 1, problem)):
+    problem, source = pair
+    if not _have(problem, source):
         pytest.skip("notebook missing")
-    before, after = _given_kernel_lines(LINEAGE_SLUGS[problem - 1]), _given_kernel_lines(LINEAGE_SLUGS[problem])
-    entries = [(what, item) for what, items in KERNEL_LINEAGE[problem].items() for item in items]
-    used = set()
-    for what, item in entries:
-        if isinstance(item, tuple):
-            rewritten = [re.sub(item[0], item[1], line) for line in before]
-            if rewritten != before:
-                used.add((what, item))
-            before = rewritten
-    diff = list(difflib.unified_diff(before, after, f"Problem {problem - 1} (declared rewrites applied)",
-                                     f"Problem {problem}", n=0, lineterm=""))
-    undeclared = []
-    for d in diff:
-        if d[:1] not in "+-" or d.startswith(("+++", "---")):
-            continue
-        hits = {(what, item) for what, item in entries if isinstance(item, str) and re.search(item, d[1:])}
-        used |= hits
-        if not hits:
-            undeclared.append(d)
+    spec = KERNEL_LINEAGE[pair]
+    (src_a, fns_a, modes_a), (src_b, fns_b, modes_b) = _reference_module(problem), _reference_module(source)
+    missing = [f"Problem {p}: {name}" for p, fns, names in ((problem, fns_a, [a for a, _ in spec["functions"]]),
+                                                           (source, fns_b, [b for _, b in spec["functions"]]))
+               for name in names if name not in fns]
+    assert not missing, "KERNEL_LINEAGE compares functions that do not exist:\n" + "\n".join(missing)
+    pairs = [(f"{b} -> {a}", _node_lines(src_b, fns_b[b]), _node_lines(src_a, fns_a[a])) for a, b in spec["functions"]]
+    if spec["modes"]:
+        pairs.insert(0, ("mask modes", [x for n in modes_b for x in _node_lines(src_b, n)],
+                         [x for n in modes_a for x in _node_lines(src_a, n)]))
+    entries = [(what, item) for what, items in spec["changes"].items() for item in items]
+    used, undeclared, diffs = set(), [], []
+    for name, before, after in pairs:
+        for what, item in entries:
+            if isinstance(item, tuple):
+                rewritten = [re.sub(item[0], item[1], line) for line in before]
+                if rewritten != before:
+                    used.add((what, item))
+                before = rewritten
+        diff = list(difflib.unified_diff(before, after, f"Problem {source}'s {name} (declared rewrites applied)",
+                                         f"Problem {problem}'s", n=0, lineterm=""))
+        diffs += diff
+        for d in diff:
+            if d[:1] not in "+-" or d.startswith(("+++", "---")):
+                continue
+            hits = {(what, item) for what, item in entries if isinstance(item, str) and re.search(item, d[1:])}
+            used |= hits
+            if not hits:
+                undeclared.append(f"{name}: {d}")
     assert not undeclared, (
-        f"Problem {problem}'s given kernel code differs from Problem {problem - 1}'s in lines its text does "
-        f"not introduce (make them equal, or declare the change in KERNEL_LINEAGE):\n" + "\n".join(undeclared)
-        + "\n\nfull diff:\n" + "\n".join(diff))
+        f"Problem {problem}'s given kernel code differs from Problem {source}'s in lines its text does not "
+        f"introduce (make them equal, or declare the change in KERNEL_LINEAGE):\n" + "\n".join(undeclared)
+        + "\n\nfull diff:\n" + "\n".join(diffs))
     stale = [f"{what}: {item}" for what, item in entries if (what, item) not in used]
-    assert not stale, f"KERNEL_LINEAGE[{problem}] declares changes that no longer happen:\n" + "\n".join(stale)
+    assert not stale, f"KERNEL_LINEAGE[{pair}] declares changes that no longer happen:\n" + "\n".join(stale)
 
 
 def test_given_kernels_share_constants():
     """One name per mask mode and one mode per value across the course (MASK == 2 means one thing),
-    and every wrapper folds log2(e) into qk_scale through the same named constant."""
+    modes compared and passed by name only, and every forward wrapper folds log2(e) into qk_scale
+    through the same named constant."""
     import ast
-    modes = {}
-    for problem, slug in LINEAGE_SLUGS.items():
-        if not (REPO / "notebooks" / slug).is_dir():
+    values, bare = {}, []
+    for problem in range(3, 10):
+        if not _have(problem):
             continue
-        src = _reference_module_source(slug)
-        assert src.count("LOG2E = 1.4426950408889634") == 1 and src.count("1.4426950408889634") == 1, slug
-        assert "qk_scale = 1.0 / math.sqrt(D) * LOG2E" in src, slug
-        for node in ast.parse(src).body:
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-                    and ast.unparse(node.value.func) == "tl.constexpr"):
-                modes.setdefault(node.targets[0].id, set()).add(ast.literal_eval(node.value.args[0]))
-        if problem >= 4:
-            assert not re.search(r"MASK\s*==\s*\d", src), f"{slug}: compare MASK with a named mode, not a number"
-    values = {}
-    for name, vals in modes.items():
+        src, fns, modes = _reference_module(problem)
+        if problem <= 7:
+            assert src.count("LOG2E = 1.4426950408889634") == 1 and src.count("1.4426950408889634") == 1, problem
+            assert "qk_scale = 1.0 / math.sqrt(D) * LOG2E" in src, problem
+        names = set()
+        for node in modes:
+            names.add(node.targets[0].id)
+            values.setdefault(node.targets[0].id, set()).add(ast.literal_eval(node.value.args[0]))
+        takes_mask = {name: [a.arg for a in fn.args.args].index("MASK") for name, fn in fns.items()
+                      if "MASK" in [a.arg for a in fn.args.args]}
+        for fn in fns.values():
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Compare) and ast.unparse(node.left) == "MASK":
+                    right = ast.unparse(node.comparators[0])
+                    if not (isinstance(node.ops[0], ast.Eq) and right in names):
+                        bare.append(f"Problem {problem}, {fn.name}: {ast.unparse(node)}")
+                elif isinstance(node, (ast.If, ast.IfExp)) and ast.unparse(node.test) == "MASK":
+                    bare.append(f"Problem {problem}, {fn.name}: `if MASK:` (compare with a mode)")
+                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in takes_mask
+                      and len(node.args) > takes_mask[node.func.id]):
+                    arg = ast.unparse(node.args[takes_mask[node.func.id]])
+                    if arg not in names | {"MASK"}:
+                        bare.append(f"Problem {problem}, {fn.name}: {node.func.id}(..., MASK={arg}, ...)")
+    assert not bare, "compare MASK with a named mode and pass modes by name, not as numbers:\n" + "\n".join(bare)
+    by_value = {}
+    for name, vals in values.items():
         assert len(vals) == 1, f"mask mode {name} has the values {sorted(vals)} in different problems"
-        values.setdefault(vals.pop(), []).append(name)
-    shared = {v: names for v, names in values.items() if len(names) > 1}
+        by_value.setdefault(vals.pop(), []).append(name)
+    shared = {v: names for v, names in by_value.items() if len(names) > 1}
     assert not shared, f"one value, several mask modes: {shared}"
+
+
+# The phases of every kernel, by their bounds: a query tile's key tiles (forward, dQ) or a key tile's
+# query tiles (dK/dV). One name per bound across the course (the forward's [full_lo, full_hi) is
+# unmasked in every problem, [full_hi, hi) is the diagonal), and each range runs with the modes its
+# mask needs. A pass-through helper (`_bwd_dq_tiles`) loops over [lo, hi) with its caller's MASK.
+PHASE_RANGES = {
+    ("0", "n_full"): {"NO_MASK"}, ("n_full", "N"): {"BOUNDS"},                         # non-causal
+    ("0", "full_hi"): {"NO_MASK"}, ("full_lo", "full_hi"): {"NO_MASK"},               # unmasked
+    ("full_hi", "hi"): {"CAUSAL", "CAUSAL_WINDOW", "CAUSAL_WINDOW_SINKS"},            # diagonal (dK/dV: window edge)
+    ("lo", "full_lo"): {"CAUSAL_WINDOW", "CAUSAL_WINDOW_SINKS"},                      # window edge
+    ("0", "sink_hi"): {"SINK_KEYS"},                                                  # sinks
+    ("start_n", "diag_hi"): {"CAUSAL", "CAUSAL_WINDOW_SINKS"},                        # dK/dV: the key tile's diagonal
+    ("full_lo", "N"): {"NO_MASK"}, ("0", "N"): {"NO_MASK"},                           # dK/dV: unmasked to the end
+    ("chunk_lo", "chunk_hi"): {"SINK_KEYS"},                                          # dK/dV: a chunk of the sink phase
+    ("lo", "hi"): {"MASK"},                                                           # a pass-through helper
+}
+
+
+def _phases(fns, fn):
+    """[(branch, lo, hi, mode)] of one kernel: its calls of a loop over tiles (a function taking lo, hi
+    and MASK) and its `for ... in range(lo, hi, step)` loops around a step (a function taking MASK);
+    branch is "causal" or "non-causal" inside `if IS_CAUSAL:`, else ""."""
+    import ast
+    params = {name: [a.arg for a in f.args.args] for name, f in fns.items()}
+    out = []
+
+    def mode_of(call):
+        p = params.get(getattr(call.func, "id", None), [])
+        return ast.unparse(call.args[p.index("MASK")]) if "MASK" in p and len(call.args) > p.index("MASK") else None
+
+    def walk(nodes, branch):
+        for node in nodes:
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "IS_CAUSAL":
+                walk(node.body, "causal")
+                walk(node.orelse, "non-causal")
+                continue
+            if (isinstance(node, ast.For) and isinstance(node.iter, ast.Call)
+                    and ast.unparse(node.iter.func) == "range" and len(node.iter.args) == 3):
+                modes = [mode_of(c) for c in ast.walk(node) if isinstance(c, ast.Call) and mode_of(c)]
+                if modes:
+                    out.append((branch, *(ast.unparse(a) for a in node.iter.args[:2]), modes[0]))
+                    continue
+            for call in (c for c in ast.walk(node) if isinstance(c, ast.Call)):
+                p = params.get(getattr(call.func, "id", None), [])
+                if {"lo", "hi", "MASK"} <= set(p) and len(call.args) > p.index("MASK"):
+                    out.append((branch, ast.unparse(call.args[p.index("lo")]), ast.unparse(call.args[p.index("hi")]),
+                                ast.unparse(call.args[p.index("MASK")])))
+            for field in ("body", "orelse"):
+                if not isinstance(node, (ast.For, ast.If, ast.While)) and field == "body":
+                    continue
+                walk(getattr(node, field, []), branch)
+
+    walk(fns[fn].body, "")
+    return out
+
+
+def test_given_kernels_name_predicate_and_phase_bounds_alike():
+    """The visibility predicate is `_visible` wherever a problem has one (the function a masked mode
+    calls for "key j visible from query i"), and every phase of every kernel runs over a range named
+    from PHASE_RANGES with a mode its mask allows."""
+    import ast
+    wrong = []
+    for problem in range(4, 10):
+        if not _have(problem):
+            continue
+        src, fns, _ = _reference_module(problem)
+        for name in fns:
+            if re.search(r"mask|visib", name, re.I) and name != "_visible":
+                wrong.append(f"Problem {problem}: the predicate {name} (call it _visible)")
+        for fn in fns.values():
+            for node in ast.walk(fn):
+                pred = None
+                if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "visible":
+                    pred = node.value
+                elif isinstance(node, ast.Call) and ast.unparse(node.func) == "tl.where" and node.args:
+                    pred = node.args[0]
+                if isinstance(pred, ast.Call) and getattr(pred.func, "id", None) in fns and pred.func.id != "_visible":
+                    wrong.append(f"Problem {problem}, {fn.name}: the predicate {pred.func.id} (call it _visible)")
+            for branch, lo, hi, mode in _phases(fns, fn.name):
+                allowed = PHASE_RANGES.get((lo, hi))
+                if allowed is None:
+                    wrong.append(f"Problem {problem}, {fn.name}: a phase over [{lo}, {hi}) (bounds: {sorted(PHASE_RANGES)})")
+                elif mode not in allowed:
+                    wrong.append(f"Problem {problem}, {fn.name}: [{lo}, {hi}) runs with {mode}, not {sorted(allowed)}")
+    assert not wrong, "one kernel vocabulary:\n" + "\n".join(wrong)
+
+
+def _causal_bounds(fns, fn):
+    """The assignments of the bounds a kernel computes in its `if IS_CAUSAL:` branch (name = expression,
+    not a call of another kernel function)."""
+    import ast
+    branch = next(n for n in ast.walk(fns[fn]) if isinstance(n, ast.If) and ast.unparse(n.test) == "IS_CAUSAL")
+    return [n for n in branch.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+            and not (isinstance(n.value, ast.Call) and getattr(n.value.func, "id", None) in fns)]
+
+
+def _causal_ranges(problem, fn):
+    """The bounds a kernel computes in its `if IS_CAUSAL:` branch, as a Python function of start_m, N,
+    WINDOW, SINKS and the tile sizes (tl.maximum, tl.minimum and tl.cdiv on ints)."""
+    import ast
+    import types
+    _, fns, _ = _reference_module(problem)
+    assigns = _causal_bounds(fns, fn)
+    code = "def ranges(start_m, N, WINDOW, SINKS, BLOCK_M, BLOCK_N, SINK_BLOCK):\n" + "".join(
+        f"    {ast.unparse(a)}\n" for a in assigns) + f"    return dict({', '.join(f'{a.targets[0].id}={a.targets[0].id}' for a in assigns)})\n"
+    tl = types.SimpleNamespace(maximum=max, minimum=min, cdiv=lambda a, b: -(-a // b))
+    ns = {"tl": tl}
+    exec(code, ns)
+    return ns["ranges"]
+
+
+def _range_cases():
+    for block_m, block_n in ((16, 16), (32, 16), (16, 32), (64, 32), (128, 64), (64, 128)):
+        for n in (1, 15, 16, 17, 33, 64, 100, 129, 300):
+            for start_m in range(0, n, block_m):
+                yield dict(start_m=start_m, N=n, BLOCK_M=block_m, BLOCK_N=block_n, SINK_BLOCK=16)
+
+
+def test_given_kernels_window_ranges_reduce_to_problem_4s():
+    """Problem 6: with no window (WINDOW = N) `lo = full_lo = 0`, and `full_hi`, `hi` are Problem 4's,
+    except in a ragged last query tile, which may only run more tiles masked; Problem 7: with no sinks
+    the sink phase is empty and the window ranges are Problem 6's."""
+    if not _have(4, 6, 7):
+        pytest.skip("notebook missing")
+    p4, p6, p7 = _causal_ranges(4, "_flash_attention_fwd"), _causal_ranges(6, "_flash_attention_fwd"), \
+        _causal_ranges(7, "_flash_attention_fwd")
+    for case in _range_cases():
+        r4, r6 = p4(WINDOW=case["N"], SINKS=0, **case), p6(WINDOW=case["N"], SINKS=0, **case)
+        if case["start_m"] + case["BLOCK_M"] <= case["N"]:
+            assert (r6["lo"], r6["full_lo"], r6["full_hi"], r6["hi"]) == (0, 0, r4["full_hi"], r4["hi"]), (case, r4, r6)
+        else:
+            visited = set(range(r6["lo"], r6["full_lo"])) | set(range(r6["full_lo"], r6["full_hi"])) \
+                | set(range(r6["full_hi"], r6["hi"]))
+            assert r6["lo"] == 0 and r6["hi"] == r4["hi"] and visited >= set(range(r4["hi"])), (case, r4, r6)
+            assert set(range(r6["full_lo"], r6["full_hi"])) <= set(range(r4["full_hi"])), (case, r4, r6)
+        for window in (1, 3, case["BLOCK_N"], case["BLOCK_M"] + 1, case["N"]):
+            r6, r7 = p6(WINDOW=window, SINKS=0, **case), p7(WINDOW=window, SINKS=0, **case)
+            assert r7.pop("sink_hi") == 0 and r7 == r6, (case, window, r6, r7)
+
+
+@pytest.mark.parametrize("problem", [8, 9])
+def test_given_kernel_dq_visits_the_forwards_key_tiles(problem):
+    """Problem 8: "the dQ kernel, ... with the forward's phases"; Problem 9: "A query tile's key tiles are
+    the forward's ...: the same ranges, the same masks. One difference: the sink phase steps through
+    SINK_BLOCK keys": the same phases, and the same bounds computed the same way (sink_hi aside)."""
+    import ast
+    if not _have(problem):
+        pytest.skip("notebook missing")
+    _, fns, _ = _reference_module(problem)
+    assert _phases(fns, "_attn_bwd_dq") == _phases(fns, "_attn_fwd")
+
+    def bounds(fn):
+        return {n.targets[0].id: ast.unparse(n.value) for n in _causal_bounds(fns, fn)}
+
+    fwd, dq = bounds("_attn_fwd"), bounds("_attn_bwd_dq")
+    differ = {"sink_hi"} if problem == 9 else set()
+    assert {k: v for k, v in dq.items() if k not in differ} == {k: v for k, v in fwd.items() if k not in differ}
+    assert differ <= set(dq) & set(fwd) and all(dq[k] != fwd[k] for k in differ), "the declared difference is gone"
+
+
+def _jit_python(problem, name):
+    """The Python function behind a small @triton.jit helper of the reference module: its body uses only
+    comparisons and operators, so it runs on numpy arrays."""
+    import ast
+    _, fns, _ = _reference_module(problem)
+    node = ast.parse(ast.unparse(fns[name])).body[0]
+    node.decorator_list = []
+    ns = {}
+    exec(compile(ast.Module([node], []), f"p{problem}_{name}", "exec"), ns)
+    return ns[name]
+
+
+def test_given_kernels_keep_the_predicate_of_their_source():
+    """Problem 7: "With SINKS = 0 it must be exactly Problem 6's `_visible`"; Problem 9: "`_visible` is
+    Problem 7's predicate with its indices broadcast by the caller" (and the dK/dV step's transposed tile
+    is its transpose); all three are the autograder's mask."""
+    import numpy as np
+    import torch
+    from autograder import masks
+    if not _have(6, 7, 9):
+        pytest.skip("notebook missing")
+    p6, p7, p9 = _jit_python(6, "_visible"), _jit_python(7, "_visible"), _jit_python(9, "_visible")
+    n = 40
+    i, j = np.arange(n), np.arange(n)
+    for window in (1, 2, 5, 16, n):
+        for sinks in (0, 1, 3, 17, n):
+            dense = masks.dense_mask(masks.attention_mask(True, window, sinks or None), n).numpy()
+            v7 = p7(i, j, window, sinks)
+            assert (v7 == dense).all(), (window, sinks)
+            assert (p9(i[:, None], j[None, :], window, sinks) == v7).all(), (window, sinks)
+            assert (p9(i[None, :], j[:, None], window, sinks) == v7.T).all(), (window, sinks)
+            if sinks == 0:
+                assert (p6(i, j, window) == v7).all(), window
+
+
+# What Problem 9's text says it keeps of Problem 8's dK/dV kernel ("built as Problem 8's: a program per
+# key tile and K/V head sums the steps of every query head of its group into dk, dv ..., scales dk by
+# sm_scale once"): lines both kernels have.
+SHARED_LINES = {
+    (9, "_bwd_dkdv_window", 8, "_attn_bwd_dkdv"): [
+        "dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)", "dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)",
+        "for g in range(GROUP):", "h = (kv_h * GROUP + g).to(tl.int64)", "dk *= sm_scale"],
+}
+
+
+@pytest.mark.parametrize("key", sorted(SHARED_LINES), ids=lambda k: f"p{k[0]}_{k[1]}")
+def test_given_kernel_lines_shared_where_the_text_says(key):
+    problem, fn, source, source_fn = key
+    if not _have(problem, source):
+        pytest.skip("notebook missing")
+    (src_a, fns_a, _), (src_b, fns_b, _) = _reference_module(problem), _reference_module(source)
+    a = {line.split(" #")[0] for line in _node_lines(src_a, fns_a[fn])}
+    b = {line.split(" #")[0] for line in _node_lines(src_b, fns_b[source_fn])}
+    missing = [line for line in SHARED_LINES[key] if not (line in a and line in b)]
+    assert not missing, f"Problem {problem}'s {fn} and Problem {source}'s {source_fn} no longer share:\n" + "\n".join(missing)
+
+
+# Every "Problem N's ..." in the markdown of Problems 4-9, and the claims about a problem's own
+# kernels, with the test that checks it against the code: a KERNEL_LINEAGE pair, another test of
+# this section (by name), or None with the reason it is not a claim about code. A claim the text no
+# longer makes fails, as does an unlisted "Problem N's".
+TEXT_CLAIMS = [
+    (4, r"you extend Problem 3's kernel", (4, 3)),
+    (4, r"The rest \(Problem 3's loop and online softmax, the non-causal path\) is given", (4, 3)),
+    (4, r"`is_causal=False` runs Problem 3's path", (4, 3)),
+    (4, r"`_attn_fwd_tiles` is Problem 3's loop, generalised with a `MASK` mode", (4, 3)),
+    (4, r"Given, and the same as Problem 3's except that it passes `IS_CAUSAL`", (4, 3)),
+    (4, r"still gives Problem 3's answer", None),                          # what the checks call
+    (4, r"so they run Problem 3's mask-free loop", (4, 3)),
+    (5, r"`_attn_fwd_tiles`, Problem 4's inner loop, unchanged", (5, 4)),
+    (6, r"The loop over key tiles `\[lo, hi\)` is given: Problem 5's, with the mode `CAUSAL_WINDOW`", (6, 5)),
+    (6, r"then the ranges reduce to Problem 4's, `lo = full_lo = 0` and `full_hi` and `hi` are Problem 4's .*? Only a "
+        r"ragged last query tile differs: .*? a few tiles that Problem 4 runs unmasked run masked",
+     "test_given_kernels_window_ranges_reduce_to_problem_4s"),
+    (6, r"reduce to Problem 4's and that GQA and the non-causal path still work", None),   # what the checks call
+    (7, r"Problem 6's program visits the key tiles `\[lo, hi\)` in three phases", (7, 6)),
+    (7, r"`_visible\(offs_m, offs_n, WINDOW, SINKS\)`, Problem 6's predicate with one more argument", (7, 6)),
+    (7, r"With `SINKS = 0` it must be exactly Problem 6's `_visible`", "test_given_kernels_keep_the_predicate_of_their_source"),
+    (7, r"The loop over key tiles `\[lo, hi\)` is given: Problem 6's, with the `SINKS` argument", (7, 6)),
+    (7, r"The window ranges \(`lo`, `full_lo`, `full_hi`, `hi`\) are Problem 6's, given", (7, 6)),
+    (7, r"within a few percent of Problem 6's", None),                     # a timing
+    (8, r"Problem 5's kernel, renamed `_attn_fwd`, with one more output: `LSE_ptr`", (8, 5)),
+    (8, r"The inner loop `_attn_fwd_tiles` and its mask modes \(`NO_MASK`, `BOUNDS`, `CAUSAL`\) are Problem 5's, unchanged",
+     (8, 5)),
+    (8, r"\(Problem 5's rule, `kv_h = h // GROUP`\)", (8, 5)),
+    (8, r"Given: the dQ kernel, one program per query tile and query head, with the forward's phases",
+     "test_given_kernel_dq_visits_the_forwards_key_tiles"),
+    (9, r"the dQ kernel's loop = the forward's ranges", "test_given_kernel_dq_visits_the_forwards_key_tiles"),
+    (9, r"The forward \(Problem 7's ranges, plus the sink logit\)", (9, 7)),
+    (9, r"Problem 7's kernel, renamed `_attn_fwd`, with its mask modes, its loop `_attn_fwd_tiles` and its four phases",
+     (9, 7)),
+    (9, r"`_visible` is Problem 7's predicate with its indices broadcast by the caller",
+     "test_given_kernels_keep_the_predicate_of_their_source"),
+    (9, r"The tile steps \(given: Problem 8's, with Problem 7's masks\)", (9, 8)),
+    (9, r"The rest of the dK/dV kernel is built as Problem 8's", "test_given_kernel_lines_shared_where_the_text_says"),
+    (9, r"A query tile's key tiles are the forward's \(Problem 7's four phases\): the same ranges, the same masks, "
+        r"Problem 8's step", "test_given_kernel_dq_visits_the_forwards_key_tiles"),
+]
+
+
+def _markdown_text(problem):
+    """The markdown cells of a problem's source script, one string, whitespace runs collapsed."""
+    slug = PROBLEMS[problem].slug
+    nb = bc.source_notebook(slug, (REPO / "notebooks" / slug / f"{slug}.py").read_text(encoding="utf-8"))
+    return " ".join(" ".join(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_lineage_claims_in_the_text_are_checked():
+    """Each claim of TEXT_CLAIMS is still in the text and names a check that exists, and every
+    "Problem N's" of the markdown of Problems 4-9 lies inside a listed claim."""
+    problems = [p for p in range(4, 10) if _have(p)]
+    texts = {p: _markdown_text(p) for p in problems}
+    problems_here = set(problems)
+    errors, covered = [], {p: [] for p in problems}
+    for problem, pattern, check in TEXT_CLAIMS:
+        if problem not in problems_here:
+            continue
+        spans = [m.span() for m in re.finditer(pattern, texts[problem])]
+        if not spans:
+            errors.append(f"Problem {problem}'s text no longer says /{pattern}/: update TEXT_CLAIMS")
+        covered[problem] += spans
+        if isinstance(check, tuple) and check not in KERNEL_LINEAGE:
+            errors.append(f"/{pattern}/ names the lineage pair {check}, which KERNEL_LINEAGE lacks")
+        if isinstance(check, str) and not callable(globals().get(check)):
+            errors.append(f"/{pattern}/ names the test {check}, which does not exist")
+    for problem in problems:
+        for m in re.finditer(r"Problem \d's", texts[problem]):
+            if not any(a <= m.start() < b for a, b in covered[problem]):
+                errors.append(f"Problem {problem}: a claim about another problem's code is not checked (add it to "
+                              f"TEXT_CLAIMS): ...{texts[problem][max(m.start() - 80, 0):m.end() + 80]}...")
+    assert not errors, "\n".join(errors)

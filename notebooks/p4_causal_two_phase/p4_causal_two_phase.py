@@ -59,13 +59,15 @@ from autograder.tiles import attention_tiles
 # With `start_m` known, the bounds are two lines of integer arithmetic:
 #
 # ```
-# phase 1 (no mask):        key tiles [0,       diag_lo)   diag_lo = start_m // BLOCK_N * BLOCK_N
-# phase 2 (causal mask):    key tiles [diag_lo, diag_hi)   diag_hi = min(start_m + BLOCK_M, N)
-# skipped:                  key tiles [diag_hi, N)
+# phase 1 (no mask):        key tiles [0,       full_hi)   full_hi = start_m // BLOCK_N * BLOCK_N
+# phase 2 (causal mask):    key tiles [full_hi, hi)        hi = min(start_m + BLOCK_M, N)
+# skipped:                  key tiles [hi, N)
 # ```
 #
-# `diag_lo` is the start of the key tile that holds key `start_m` (the first row's own key): every
-# tile before it ends before `start_m`. `diag_hi` is one past the last row of the tile (or `N`).
+# `full_hi`, the end of the fully visible tiles, is the start of the key tile that holds key
+# `start_m` (the first row's own key): every tile before it ends before `start_m`. `hi` is one past
+# the last row of the tile (or `N`). (The later forward kernels keep these names: the unmasked key
+# tiles of a query tile end at `full_hi`, the ones it visits at `hi`.)
 # Nothing here assumes `BLOCK_M == BLOCK_N`: with the CPU tier's `BLOCK_M = 32`, `BLOCK_N = 16`
 # (chosen on purpose), each query tile has **two** diagonal key tiles; on a GPU with
 # `BLOCK_M = 128`, `BLOCK_N = 64`, also two. A kernel that assumes one diagonal tile per query
@@ -86,7 +88,7 @@ show_tile_schedule(96, 32, 16, is_causal=True)
 # **Why no NaN guard.** With masks, a row can see no key at all in a tile: its scores there are all
 # `-inf`. If its running max were still `-inf`, the update would compute `exp2(-inf - (-inf))` =
 # NaN. Here that cannot happen: the first tile a program visits (tile 0 in phase 1, or the first
-# diagonal tile) contains key `diag_lo <= start_m <= i`, visible to every row. So `m_i` is finite
+# diagonal tile) contains key `full_hi <= start_m <= i`, visible to every row. So `m_i` is finite
 # after the first tile and a later all-masked row just gets `p = 0`, `alpha = 1`. (Sliding
 # windows in Problem 6 break this argument; you will need the guard there.)
 #
@@ -164,10 +166,10 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
 
 
 # %% [markdown]
-# **Your part 2: the phases.** In `_flash_attention_fwd`, compute `diag_lo` and `diag_hi` (see
-# the table in "The idea"): phase 1 runs key tiles `[0, diag_lo)` with `NO_MASK`, phase 2 runs
-# `[diag_lo, diag_hi)` with `CAUSAL`. Both loops step by `BLOCK_N` from their `lo`, so `diag_lo`
-# must be a multiple of `BLOCK_N`; `diag_hi` need not be (the loop stops at the first tile that
+# **Your part 2: the phases.** In `_flash_attention_fwd`, compute `full_hi` and `hi` (see
+# the table in "The idea"): phase 1 runs key tiles `[0, full_hi)` with `NO_MASK`, phase 2 runs
+# `[full_hi, hi)` with `CAUSAL`. Both loops step by `BLOCK_N` from their `lo`, so `full_hi`
+# must be a multiple of `BLOCK_N`; `hi` need not be (the loop stops at the first tile that
 # starts at or past it). `tl.minimum` takes the smaller of two values.
 
 # %% solution="p4_kernel" export=true
@@ -209,15 +211,15 @@ def _flash_attention_fwd(
 
     if IS_CAUSAL:
         ### BEGIN SOLUTION
-        diag_lo = start_m // BLOCK_N * BLOCK_N           # key tile holding key start_m: first one to mask
-        diag_hi = tl.minimum(start_m + BLOCK_M, N)       # one past the last key any row here may see
+        full_hi = start_m // BLOCK_N * BLOCK_N           # key tile holding key start_m: first one to mask
+        hi = tl.minimum(start_m + BLOCK_M, N)            # one past the last key any row here may see
         ### END SOLUTION
         # phase 1: key tiles left of the diagonal, visible to every row: no mask at all
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, diag_lo, N, qk_scale, NO_MASK, BLOCK_N)
-        # phase 2: key tiles crossing the diagonal: causal + bounds mask; tiles past diag_hi are skipped
+                                        offs_m, offs_d, 0, full_hi, N, qk_scale, NO_MASK, BLOCK_N)
+        # phase 2: key tiles crossing the diagonal: causal + bounds mask; tiles past hi are skipped
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, diag_lo, diag_hi, N, qk_scale, CAUSAL, BLOCK_N)
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, CAUSAL, BLOCK_N)
     else:
         # Problem 3: full key tiles with no mask, then the tail tile with the bounds mask
         n_full = N // BLOCK_N * BLOCK_N
@@ -413,8 +415,8 @@ results = autograder.bench.benchmark(4, flash_attention_forward)
 # * **Mask only the diagonal**: tiles left of the diagonal are visible to every row of the query
 #   tile, so they run Problem 3's mask-free loop. Only about `cdiv(BLOCK_M, BLOCK_N)` tiles per query
 #   tile pay for the mask.
-# * **Bounds from the first and last row**: `diag_lo = start_m // BLOCK_N * BLOCK_N` (from the
-#   first row), `diag_hi = min(start_m + BLOCK_M, N)` (from the last row and `N`). No assumption
+# * **Bounds from the first and last row**: `full_hi = start_m // BLOCK_N * BLOCK_N` (from the
+#   first row), `hi = min(start_m + BLOCK_M, N)` (from the last row and `N`). No assumption
 #   that `BLOCK_M == BLOCK_N` or that `N` is a multiple of anything.
 # * **Heavy tiles first**: reverse the query-tile order so the launch ends with light programs.
 # * **`tl.constexpr` switches** (`IS_CAUSAL`, `MASK`) compile away: each loop carries only the
@@ -422,11 +424,11 @@ results = autograder.bench.benchmark(4, flash_attention_forward)
 #
 # **Common mistakes**
 #
-# * `diag_lo` computed from the last row instead of the first: fully visible tiles are the ones
+# * `full_hi` computed from the last row instead of the first: fully visible tiles are the ones
 #   every row sees, so the first (smallest) row decides.
-# * One diagonal tile per query tile (`diag_hi = diag_lo + BLOCK_N`): with `BLOCK_M = 2 * BLOCK_N`
+# * One diagonal tile per query tile (`hi = full_hi + BLOCK_N`): with `BLOCK_M = 2 * BLOCK_N`
 #   the second half of each query tile loses its last keys.
-# * `diag_hi = start_m + BLOCK_M` without the `min` with `N`: still correct thanks to the bounds
+# * `hi = start_m + BLOCK_M` without the `min` with `N`: still correct thanks to the bounds
 #   mask, but the last query tile may then spend a loop iteration on a key tile past the end.
 # * `j < i` instead of `j <= i`: a query must see its own key. Row 0 then sees nothing and becomes
 #   NaN; the autograder reports which keys flip.

@@ -154,14 +154,14 @@ for n in (4096, 8192, 16384, 32768):
 # %% [markdown]
 # ## The kernel
 #
-# **Your part 1: the window mask.** `_window_mask(offs_m, offs_n, WINDOW)` returns the
+# **Your part 1: the window mask.** `_visible(offs_m, offs_n, WINDOW)` returns the
 # `[BLOCK_M, BLOCK_N]` boolean tile "key `offs_n[j]` is visible from query `offs_m[i]`": causal and
 # inside the window, the formula at the top. It also has to hide keys `j >= N` of the ragged last
 # tile; the causal part does that for every row that is stored (`j <= i < N`).
 
 # %% solution="p6_mask" export=true
 @triton.jit
-def _window_mask(offs_m, offs_n, WINDOW):
+def _visible(offs_m, offs_n, WINDOW):
     """[BLOCK_M, BLOCK_N] bool: key offs_n[j] visible from query offs_m[i] (causal, W keys)."""
     ### BEGIN SOLUTION
     causal = offs_n[None, :] <= offs_m[:, None]
@@ -172,18 +172,18 @@ def _window_mask(offs_m, offs_n, WINDOW):
 
 # %% [markdown]
 # The loop over key tiles `[lo, hi)` is given: Problem 5's, with the mode `CAUSAL_WINDOW` (your
-# `_window_mask`) in place of `CAUSAL`, the `WINDOW` argument it needs, and the guard above.
+# `_visible`) in place of `CAUSAL`, the `WINDOW` argument it needs, and the guard above.
 #
 # | `MASK` | keys visible | used for |
 # |---|---|---|
 # | `NO_MASK` | all | the unmasked phase; every key tile but the last, non-causal |
 # | `BOUNDS` | `j < N` | the ragged last key tile, non-causal |
-# | `CAUSAL_WINDOW` | `_window_mask` | window edge and diagonal phases |
+# | `CAUSAL_WINDOW` | `_visible` | window edge and diagonal phases |
 
 # %% export=true
 NO_MASK = tl.constexpr(0)         # every pair of the tile is visible
 BOUNDS = tl.constexpr(1)          # key j visible when j < N
-CAUSAL_WINDOW = tl.constexpr(3)   # key j visible from row i when i - (W - 1) <= j <= i: _window_mask
+CAUSAL_WINDOW = tl.constexpr(3)   # key j visible from row i when i - (W - 1) <= j <= i: _visible
 
 
 @triton.jit
@@ -209,7 +209,7 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
         if MASK == BOUNDS:
             qk = tl.where(in_bounds[None, :], qk, float("-inf"))
         elif MASK == CAUSAL_WINDOW:
-            visible = _window_mask(offs_m, offs_n, WINDOW)
+            visible = _visible(offs_m, offs_n, WINDOW)
             qk = tl.where(visible, qk, float("-inf"))
         # the online softmax update of Problem 3
         m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
@@ -231,9 +231,11 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
 # **Your part 2: the tile ranges.** In the kernel below, compute `lo`, `full_lo` and `full_hi` as
 # described in "The tiles a program visits" (`hi` is given). Useful: `tl.maximum`, `tl.minimum`,
 # `tl.cdiv(a, b)` (rounds up); `x // BLOCK_N * BLOCK_N` rounds a non-negative `x` down to a tile
-# start. `WINDOW` is `W`, or `N` when the call has no window (then the ranges must reduce to
-# Problem 4's: `lo = full_lo = 0`, and `full_hi` is Problem 4's `diag_lo`: `start_m` is a multiple of
-# `BLOCK_M`, so `start_m + 1` and `start_m` round down to the same tile start).
+# start. `WINDOW` is `W`, or `N` when the call has no window: then the ranges reduce to Problem 4's,
+# `lo = full_lo = 0` and `full_hi` and `hi` are Problem 4's (`start_m` is a multiple of `BLOCK_M`,
+# so `start_m + 1` and `start_m` round down to the same tile start). Only a ragged last query tile
+# differs: its `last_m` lies past `N`, which can move `full_lo` right, so a few tiles that Problem 4
+# runs unmasked run masked, with the same result.
 
 # %% solution="p6_kernel" export=true
 # Head count, window and sink sizes change from call to call without changing the code: one

@@ -105,15 +105,16 @@ plots.show_tile_schedule(256, 64, 32, is_causal=True, window_size=100, sink_size
 # %% [markdown]
 # ## The kernel
 #
-# **Your part 1: the combined mask.** `_sink_window_mask(offs_m, offs_n, WINDOW, SINKS)` returns
-# the `[BLOCK_M, BLOCK_N]` boolean tile "key `offs_n[j]` visible from query `offs_m[i]`" of the
-# formula at the top. Build it from three predicates: causal, in the window, is a sink. With
-# `SINKS = 0` it must be exactly Problem 6's window mask. (Keys `j >= N` of a ragged last tile:
-# the causal term hides them from every stored row, as in Problem 6.)
+# **Your part 1: the combined mask.** `_visible(offs_m, offs_n, WINDOW, SINKS)`, Problem 6's
+# predicate with one more argument, returns the `[BLOCK_M, BLOCK_N]` boolean tile "key `offs_n[j]`
+# visible from query `offs_m[i]`" of the formula at the top. Build it from three predicates:
+# causal, in the window, is a sink. With `SINKS = 0` it must be exactly Problem 6's `_visible`.
+# (Keys `j >= N` of a ragged last tile: the causal term hides them from every stored row, as in
+# Problem 6.)
 
 # %% solution="p7_mask" export=true
 @triton.jit
-def _sink_window_mask(offs_m, offs_n, WINDOW, SINKS):
+def _visible(offs_m, offs_n, WINDOW, SINKS):
     """[BLOCK_M, BLOCK_N] bool: key offs_n[j] visible from query offs_m[i] (causal, W keys, S sinks)."""
     ### BEGIN SOLUTION
     causal = offs_n[None, :] <= offs_m[:, None]
@@ -125,13 +126,13 @@ def _sink_window_mask(offs_m, offs_n, WINDOW, SINKS):
 
 # %% [markdown]
 # The loop over key tiles `[lo, hi)` is given: Problem 6's, with the `SINKS` argument, the mode
-# `CAUSAL_WINDOW_SINKS` (your `_sink_window_mask`) in place of `CAUSAL_WINDOW`, and one more mode.
+# `CAUSAL_WINDOW_SINKS` (your `_visible`, now with sinks) in place of `CAUSAL_WINDOW`, and one more mode.
 #
 # | `MASK` | keys visible | used for |
 # |---|---|---|
 # | `NO_MASK` | all | the unmasked phase; every key tile but the last, non-causal |
 # | `BOUNDS` | `j < N` | the ragged last key tile, non-causal |
-# | `CAUSAL_WINDOW_SINKS` | `_sink_window_mask` | window edge and diagonal phases |
+# | `CAUSAL_WINDOW_SINKS` | `_visible` | window edge and diagonal phases |
 # | `SINK_KEYS` | `j < S` | the sink phase |
 
 # %% export=true
@@ -164,7 +165,7 @@ def _attn_fwd_tiles(acc, l_i, m_i, q,
         if MASK == BOUNDS:
             qk = tl.where(in_bounds[None, :], qk, float("-inf"))
         elif MASK == CAUSAL_WINDOW_SINKS:
-            visible = _sink_window_mask(offs_m, offs_n, WINDOW, SINKS)
+            visible = _visible(offs_m, offs_n, WINDOW, SINKS)
             qk = tl.where(visible, qk, float("-inf"))
         elif MASK == SINK_KEYS:
             qk = tl.where((offs_n < SINKS)[None, :], qk, float("-inf"))

@@ -64,7 +64,7 @@ LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
 # | phase | query rows | mask |
 # |---|---|---|
 # | diagonal | `[start_n, start_n + BLOCK_N)` | `causal & (window \| sinks)` |
-# | unmasked | `[start_n + BLOCK_N, full_hi)`: tiles whose every query sees every key of the tile | none |
+# | unmasked | `[full_lo, full_hi)`, `full_lo = start_n + BLOCK_N`: tiles whose every query sees every key of the tile | none |
 # | window edge | `[full_hi, hi)`, `hi` = the tile boundary at or after `start_n + BLOCK_N + W - 1` | `causal & (window \| sinks)` |
 # | sinks | `[hi, N)`, only when the key tile holds sinks (`start_n < S`) | `j < S` |
 #
@@ -98,40 +98,67 @@ plots.show_mask(is_causal=True, window_size=6, sink_size=4, n=32)
 # %% [markdown]
 # ## The forward (given)
 #
-# Problem 7's kernel, plus the sink logit and the stored `lse2`.
+# Problem 7's kernel, renamed `_attn_fwd`, with its mask modes, its loop `_attn_fwd_tiles` and its
+# four phases, plus the sink logit (where every row's online softmax starts) and the stored `lse2`.
+# `_visible` is Problem 7's predicate with its indices broadcast by the caller, so that the dK/dV
+# step below can ask it for the transposed tile.
 
 # %% export=true
 @triton.jit
-def _visible(rows, cols, WINDOW, SINKS):
-    """Key `cols` visible from query `rows` (broadcast to a 2-D tile): causal & (window | sinks)."""
-    return (cols <= rows) & ((cols > rows - WINDOW) | (cols < SINKS))
+def _visible(offs_m, offs_n, WINDOW, SINKS):
+    """Key offs_n visible from query offs_m (causal, W keys, S sinks): Problem 7's predicate, with the
+    indices broadcast by the caller (offs_m[:, None], offs_n[None, :]; or transposed)."""
+    causal = offs_n <= offs_m
+    in_window = offs_n > offs_m - WINDOW          # j >= i - (W - 1)
+    is_sink = offs_n < SINKS
+    return causal & (in_window | is_sink)
+
+
+NO_MASK = tl.constexpr(0)               # every pair of the tile is visible
+BOUNDS = tl.constexpr(1)                # key j visible when j < N
+CAUSAL_WINDOW_SINKS = tl.constexpr(4)   # key j visible from row i when j <= i and (j >= i - (W - 1) or j < S)
+SINK_KEYS = tl.constexpr(5)             # key j visible when j < S: sink tiles, left of every row's window
 
 
 @triton.jit
-def _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+def _attn_fwd_tiles(acc, l_i, m_i, q,
+                    K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_d, lo, hi, N, qk_scale, WINDOW, SINKS,
                     MASK: tl.constexpr, BLOCK_N: tl.constexpr):
-    # MASK: 0 = none, 1 = bounds (j < N), 2 = causal & (window | sinks), 3 = sinks only (j < S).
+    """Fold key tiles [lo, hi) into the running state (acc, l_i, m_i) of one query tile."""
     for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                    mask=offs_n[:, None] < N, other=0.0)
-        v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=offs_n[:, None] < N, other=0.0)
-        qk = tl.dot(q, tl.trans(k)) * qk_scale
-        if MASK == 1:
-            qk = tl.where((offs_n < N)[None, :], qk, float("-inf"))
-        elif MASK == 2:
-            qk = tl.where(_visible(offs_m[:, None], offs_n[None, :], WINDOW, SINKS), qk, float("-inf"))
-        elif MASK == 3:
+        start_n = tl.multiple_of(start_n, BLOCK_N)          # aligned: lets the compiler vectorise loads
+        offs_n = start_n + tl.arange(0, BLOCK_N)             # [BLOCK_N] key indices of this tile
+        k_ptrs = K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd   # [BLOCK_N, HEAD_DIM]
+        v_ptrs = V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd   # [BLOCK_N, HEAD_DIM]
+        in_bounds = offs_n < N
+        if MASK == NO_MASK:     # a full tile: no mask, the fastest load there is
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:                   # a tile may stick out past N: keys there load as 0, the mask below hides them
+            k = tl.load(k_ptrs, mask=in_bounds[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=in_bounds[:, None], other=0.0)
+        # 16-bit operands straight into the tensor cores, fp32 accumulation
+        qk = tl.dot(q, tl.trans(k))                          # [BLOCK_M, BLOCK_N] fp32, unscaled
+        if MASK == BOUNDS:
+            qk = tl.where(in_bounds[None, :], qk, float("-inf"))
+        elif MASK == CAUSAL_WINDOW_SINKS:
+            visible = _visible(offs_m[:, None], offs_n[None, :], WINDOW, SINKS)
+            qk = tl.where(visible, qk, float("-inf"))
+        elif MASK == SINK_KEYS:
             qk = tl.where((offs_n < SINKS)[None, :], qk, float("-inf"))
-        m_ij = tl.maximum(m_i, tl.max(qk, 1))
-        m_sub = tl.where(m_ij == float("-inf"), 0.0, m_ij)     # a row with nothing visible yet: no NaN
-        p = tl.math.exp2(qk - m_sub[:, None])
-        alpha = tl.math.exp2(m_i - m_sub)
+        # the online softmax update of Problem 3
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)     # new running max, log2 units
+        if MASK == NO_MASK:
+            m_sub = m_ij
+        else:
+            # a row with no visible key so far keeps m_ij = -inf: subtract 0, not -inf (no NaN)
+            m_sub = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+        p = tl.math.exp2(qk * qk_scale - m_sub[:, None])     # [BLOCK_M, BLOCK_N], in [0, 1]
+        alpha = tl.math.exp2(m_i - m_sub)                    # rescale of everything seen so far
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)                  # acc += p @ v, fp32
         m_i = m_ij
     return acc, l_i, m_i
 
@@ -147,57 +174,75 @@ def _attn_fwd(
     GROUP: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_SINK_LOGITS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    n_m = tl.cdiv(N, BLOCK_M)                 # one grid axis: the query tile is the fast index
+    n_m = tl.cdiv(N, BLOCK_M)
+    # which query tile, the fast index; causal: late tiles visit the most key tiles, so they go first
     pid_m = n_m - 1 - tl.program_id(0) % n_m if IS_CAUSAL else tl.program_id(0) % n_m
-    off_bh = tl.program_id(0) // n_m
+    off_bh = tl.program_id(0) // n_m          # which (batch, head)
     b = off_bh // N_Q_HEADS
     h = off_bh % N_Q_HEADS
-    kv_h = h // GROUP
     Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    # GROUP consecutive query heads share one K/V head: read it in place, no copy
+    kv_h = h // GROUP
     K_ptr += b.to(tl.int64) * stride_kb + kv_h.to(tl.int64) * stride_kh
     V_ptr += b.to(tl.int64) * stride_vb + kv_h.to(tl.int64) * stride_vh
-    O_ptr += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-    LSE_ptr += off_bh.to(tl.int64) * N
+    LSE_ptr += off_bh.to(tl.int64) * N                   # [B, Hq, N], contiguous
 
     start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=offs_m[:, None] < N, other=0.0)
+    offs_m = start_m + tl.arange(0, BLOCK_M)             # [BLOCK_M] query rows of this program
+    offs_d = tl.arange(0, HEAD_DIM)                      # [HEAD_DIM]
+    # the query tile: loaded once, kept on chip for the whole loop; rows past N load as 0
+    q_ptrs = Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=offs_m[:, None] < N, other=0.0)   # [BLOCK_M, HEAD_DIM], bf16/fp16
+
     if HAS_SINK_LOGITS:
         # start from the sink: a key with score sink_h (base 2) and value 0
         m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(Sink_ptr + h).to(tl.float32) * 1.4426950408889634
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0
     else:
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)   # running max, log2 units
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                 # running sum of exp2
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)       # running sum of p @ v
+
     if IS_CAUSAL:
-        hi = tl.minimum(start_m + BLOCK_M, N)
+        hi = tl.minimum(start_m + BLOCK_M, N)                # one past the last key any row here may see
+        # first key tile the window of the first row reaches
         lo = tl.maximum(start_m - (WINDOW - 1), 0) // BLOCK_N * BLOCK_N
+        # from full_lo on, keys are inside the window of the last row, so of every row
         last_m = start_m + BLOCK_M - 1
         full_lo = tl.maximum(tl.cdiv(tl.maximum(last_m - (WINDOW - 1), 0), BLOCK_N) * BLOCK_N, lo)
+        # before full_hi, keys are at or before the diagonal of the first row, so of every row
         full_hi = tl.maximum((start_m + 1) // BLOCK_N * BLOCK_N, full_lo)
+        # whole tiles holding keys 0 .. S-1, but only those left of the window: the window phases
+        # visit (and their mask counts) any sink at or after lo
         sink_hi = tl.minimum(tl.cdiv(SINKS, BLOCK_N) * BLOCK_N, lo)
+        # sinks: key tiles left of every row's window, before every row's diagonal: only j < S matters
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, sink_hi, N, qk_scale, WINDOW, SINKS, 3, BLOCK_N)
+                                        offs_m, offs_d, 0, sink_hi, N, qk_scale, WINDOW, SINKS, SINK_KEYS, BLOCK_N)
+        # window edge: key tiles left of the window of some rows: window mask
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+                                        offs_m, offs_d, lo, full_lo, N, qk_scale, WINDOW, SINKS, CAUSAL_WINDOW_SINKS, BLOCK_N)
+        # unmasked: key tiles inside every row's window, left of the diagonal: no mask at all
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+                                        offs_m, offs_d, full_lo, full_hi, N, qk_scale, WINDOW, SINKS, NO_MASK, BLOCK_N)
+        # diagonal: key tiles crossing the diagonal: window mask; tiles past hi are skipped
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+                                        offs_m, offs_d, full_hi, hi, N, qk_scale, WINDOW, SINKS, CAUSAL_WINDOW_SINKS, BLOCK_N)
     else:
+        # Problem 3: full key tiles with no mask, then the tail tile with the bounds mask
         n_full = N // BLOCK_N * BLOCK_N
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+                                        offs_m, offs_d, 0, n_full, N, qk_scale, WINDOW, SINKS, NO_MASK, BLOCK_N)
         acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, SINKS, 1, BLOCK_N)
-    l_safe = tl.where(offs_m < N, l_i, 1.0)                # rows past N are never stored: no 0 / 0
-    acc = acc / l_safe[:, None]
-    tl.store(O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
-             acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
-    tl.store(LSE_ptr + offs_m, m_i + tl.math.log2(l_safe), mask=offs_m < N)
+                                        offs_m, offs_d, n_full, N, N, qk_scale, WINDOW, SINKS, BOUNDS, BLOCK_N)
+
+    # The one division. Every row < N saw its diagonal key, so l_i > 0; rows past N (padding, never
+    # stored) may have seen no key at all: divide those by 1 rather than compute 0 / 0.
+    acc = acc / tl.where(offs_m < N, l_i, 1.0)[:, None]
+    o_ptrs = O_ptr + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(O_ptr.dtype.element_ty), mask=offs_m[:, None] < N)
+    # the backward's only memory of P: one base-2 log-sum-exp per row (the sink logit included)
+    tl.store(LSE_ptr + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < N)
 
 
 # %% [markdown]
@@ -242,7 +287,8 @@ def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr, LSE_ptr, Sink_ptr, DSink_ptr,
 # %% [markdown]
 # ## The tile steps (given: Problem 8's, with Problem 7's masks)
 #
-# `MASK`: 0 = none, 1 = bounds (`j < N`), 2 = `causal & (window | sinks)`, 3 = sinks only (`j < S`).
+# The modes are the forward's: `NO_MASK`, `BOUNDS` (`j < N`), `CAUSAL_WINDOW_SINKS` (`_visible`:
+# `causal & (window | sinks)`) and `SINK_KEYS` (`j < S`).
 
 # %% export=true
 @triton.jit
@@ -254,16 +300,16 @@ def _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
     in_rows = offs_m[:, None] < N
     q = tl.load(Q_ptr + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd, mask=in_rows, other=0.0)
     do = tl.load(DO_ptr + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=in_rows, other=0.0)
-    lse = tl.load(LSE_ptr + offs_m, mask=offs_m < N, other=float("inf"))
+    lse = tl.load(LSE_ptr + offs_m, mask=offs_m < N, other=float("inf"))     # [BLOCK_M], base 2
     delta = tl.load(Delta_ptr + offs_m, mask=offs_m < N, other=0.0)
     qkT = tl.dot(k, tl.trans(q)) * qk_scale                                 # [BLOCK_N, BLOCK_M]
     pT = tl.math.exp2(qkT - lse[None, :])
-    if MASK == 2:
+    if MASK == CAUSAL_WINDOW_SINKS:
         pT = tl.where(_visible(offs_m[None, :], offs_n[:, None], WINDOW, SINKS), pT, 0.0)
-    elif MASK == 3:
+    elif MASK == SINK_KEYS:
         pT = tl.where(offs_n[:, None] < SINKS, pT, 0.0)
     dv += tl.dot(pT.to(do.dtype), do)
-    dpT = tl.dot(v, tl.trans(do))
+    dpT = tl.dot(v, tl.trans(do))                                           # [BLOCK_N, BLOCK_M]
     dsT = pT * (dpT - delta[None, :])
     dk += tl.dot(dsT.to(q.dtype), q)
     return dk, dv
@@ -277,15 +323,15 @@ def _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stri
     in_keys = offs_n[:, None] < N
     k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=in_keys, other=0.0)
     v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
-    qk = tl.dot(q, tl.trans(k)) * qk_scale
+    qk = tl.dot(q, tl.trans(k)) * qk_scale                                  # [BLOCK_M, BLOCK_N], base 2
     p = tl.math.exp2(qk - lse[:, None])
-    if MASK == 1:
+    if MASK == BOUNDS:
         p = tl.where((offs_n < N)[None, :], p, 0.0)
-    elif MASK == 2:
+    elif MASK == CAUSAL_WINDOW_SINKS:
         p = tl.where(_visible(offs_m[:, None], offs_n[None, :], WINDOW, SINKS), p, 0.0)
-    elif MASK == 3:
+    elif MASK == SINK_KEYS:
         p = tl.where((offs_n < SINKS)[None, :], p, 0.0)
-    dp = tl.dot(do, tl.trans(v))
+    dp = tl.dot(do, tl.trans(v))                                            # [BLOCK_M, BLOCK_N]
     ds = p * (dp - delta[:, None])
     dq += tl.dot(ds.to(k.dtype), k)
     return dq
@@ -341,8 +387,10 @@ def _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M: tl.constexpr, BLOCK_N: tl.c
 
 
 # %% [markdown]
-# The rest of the dK/dV kernel is Problem 8's (the group loop included), with one addition for
-# speed: the sink phase gets programs of its own.
+# The rest of the dK/dV kernel is built as Problem 8's: a program per key tile and K/V head sums
+# the steps of every query head of its group into `dk, dv` (`for g in range(GROUP)`,
+# `h = kv_h * GROUP + g`), scales `dk` by `sm_scale` once and stores. One addition, for speed: the
+# sink phase gets programs of its own.
 #
 # A key tile holding sinks is seen by every query, so its sink phase runs to `N`: with `N = 8192`
 # and 8 query heads per K/V head that is 2048 query tiles, while the other tiles do a few dozen,
@@ -376,22 +424,23 @@ def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     hi, full_hi, sink_hi = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
     diag_hi = tl.minimum(start_n + BLOCK_N, N)
+    full_lo = start_n + BLOCK_N
     for g in range(GROUP):
         h = (kv_h * GROUP + g).to(tl.int64)
         Qh, DOh, LSEh, Deltah = Q_ptr + h * stride_qh, DO_ptr + h * stride_doh, LSE_ptr + h * N, Delta_ptr + h * N
         if IS_CAUSAL:
             dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
                                      stride_dod, start_n, diag_hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
-                                     2, BLOCK_M)
+                                     CAUSAL_WINDOW_SINKS, BLOCK_M)
             dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
-                                     stride_dod, start_n + BLOCK_N, full_hi, offs_n, offs_d, N, qk_scale,
-                                     WINDOW, SINKS, 0, BLOCK_M)
+                                     stride_dod, full_lo, full_hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
+                                     NO_MASK, BLOCK_M)
             dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
                                      stride_dod, full_hi, hi, offs_n, offs_d, N, qk_scale, WINDOW, SINKS,
-                                     2, BLOCK_M)
+                                     CAUSAL_WINDOW_SINKS, BLOCK_M)
         else:
             dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Qh, DOh, LSEh, Deltah, stride_qn, stride_qd, stride_don,
-                                     stride_dod, 0, N, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_M)
+                                     stride_dod, 0, N, offs_n, offs_d, N, qk_scale, WINDOW, SINKS, NO_MASK, BLOCK_M)
     dk *= sm_scale
     if has_sink_phase & (start_n < SINKS):
         # float32 partials, each [sink tile, B * Hkv, BLOCK_N, HEAD_DIM]: the sink phase is added later
@@ -417,7 +466,8 @@ def _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SDK_pt
     # keys [block * SINK_BLOCK, + SINK_BLOCK), query rows: chunk `chunk` of their tile's sink phase
     start_s = block * SINK_BLOCK
     hi, full_hi, sink_hi = _dkdv_ranges(start_s // BLOCK_N * BLOCK_N, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
-    lo = hi + chunk * SINK_CHUNK
+    chunk_lo = hi + chunk * SINK_CHUNK
+    chunk_hi = tl.minimum(sink_hi, chunk_lo + SINK_CHUNK)
     offs_s = start_s + tl.arange(0, SINK_BLOCK)
     offs_d = tl.arange(0, HEAD_DIM)
     in_keys = offs_s[:, None] < N
@@ -429,8 +479,8 @@ def _bwd_dkdv_sink_chunk(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, SDK_pt
         h = (kv_h * GROUP + g).to(tl.int64)
         dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr + h * stride_qh, DO_ptr + h * stride_doh, LSE_ptr + h * N,
                                  Delta_ptr + h * N, stride_qn, stride_qd, stride_don, stride_dod,
-                                 lo, tl.minimum(sink_hi, lo + SINK_CHUNK), offs_s, offs_d, N, qk_scale,
-                                 WINDOW, SINKS, 3, BLOCK_M)
+                                 chunk_lo, chunk_hi, offs_s, offs_d, N, qk_scale, WINDOW, SINKS, SINK_KEYS,
+                                 BLOCK_M)
     dk *= sm_scale
     # float32 partials, each [sink block, chunk, B * Hkv, SINK_BLOCK, HEAD_DIM]
     part = (((block * N_CHUNKS + chunk) * n_bh + off_bh).to(tl.int64) * SINK_BLOCK
@@ -576,19 +626,19 @@ def _attn_bwd_dq(
         # (SINK_BLOCK divides BLOCK_N, so lo is a whole number of sink blocks)
         sink_hi = tl.minimum(tl.cdiv(SINKS, SINK_BLOCK) * SINK_BLOCK, lo)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                           0, sink_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 3, SINK_BLOCK)
+                           0, sink_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, SINK_KEYS, SINK_BLOCK)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                           lo, full_lo, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+                           lo, full_lo, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, CAUSAL_WINDOW_SINKS, BLOCK_N)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                           full_lo, full_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+                           full_lo, full_hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, NO_MASK, BLOCK_N)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                           full_hi, hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 2, BLOCK_N)
+                           full_hi, hi, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, CAUSAL_WINDOW_SINKS, BLOCK_N)
     else:
         n_full = N // BLOCK_N * BLOCK_N
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                           0, n_full, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 0, BLOCK_N)
+                           0, n_full, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, NO_MASK, BLOCK_N)
         dq = _bwd_dq_tiles(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
-                           n_full, N, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, 1, BLOCK_N)
+                           n_full, N, offs_m, offs_d, N, qk_scale, WINDOW, SINKS, BOUNDS, BLOCK_N)
     dq *= sm_scale
     tl.store(DQ_ptr + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
              + offs_m[:, None] * stride_dqn + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
