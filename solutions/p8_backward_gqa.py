@@ -14,7 +14,10 @@ import triton.language as tl
 
 from autograder.tiles import attention_tiles, backward_tiles
 
-LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
+# log2(e): exp(x) = exp2(x * LOG2E). A Python float for the wrappers, which fold it into qk_scale and pass
+# that to the kernels. A @triton.jit body cannot read it: a global there must be a tl.constexpr (like the
+# mask modes below), or it compiles only in the interpreter and fails on a GPU.
+LOG2E = 1.4426950408889634
 
 
 NO_MASK = tl.constexpr(0)   # every pair of the tile is visible

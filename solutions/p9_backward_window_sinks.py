@@ -14,7 +14,10 @@ import triton.language as tl
 
 from autograder.tiles import attention_tiles, backward_tiles
 
-LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
+# log2(e): exp(x) = exp2(x * LOG2E). A Python float for the wrappers, which fold it into qk_scale and pass
+# that to the kernels. A @triton.jit body cannot read it: a global there must be a tl.constexpr (like the
+# mask modes below), or it compiles only in the interpreter and fails on a GPU.
+LOG2E = 1.4426950408889634
 
 
 @triton.jit
@@ -271,7 +274,7 @@ def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV
     v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    hi, full_hi, sink_hi = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
+    hi, full_hi, _ = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)     # [hi, sink_hi): other programs
     diag_hi = tl.minimum(start_n + BLOCK_N, N)
     full_lo = start_n + BLOCK_N
     for g in range(GROUP):

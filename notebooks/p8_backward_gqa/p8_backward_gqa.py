@@ -47,7 +47,10 @@ import triton.language as tl
 
 from autograder.tiles import attention_tiles, backward_tiles
 
-LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
+# log2(e): exp(x) = exp2(x * LOG2E). A Python float for the wrappers, which fold it into qk_scale and pass
+# that to the kernels. A @triton.jit body cannot read it: a global there must be a tl.constexpr (like the
+# mask modes below), or it compiles only in the interpreter and fails on a GPU.
+LOG2E = 1.4426950408889634
 
 # %% [markdown]
 # ## The idea
@@ -92,19 +95,25 @@ LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
 #
 # The dK/dV kernel's schedule for one key tile is the forward's, transposed: causal attention
 # lets query `i` see key `j` when `i >= j`, so a key tile is seen by its own diagonal query tiles
-# (masked) and by *every query tile below it* (unmasked). In the causal mask below, the dQ kernel
-# reads a row (the keys one query sees), the dK/dV kernel a column (the queries that see one key).
+# (masked) and by *every query tile below it* (unmasked). In the picture below (causal, `N = 64`),
+# the left panel is the dK/dV kernel: the program of one key tile walks *down its column*, a query
+# tile at a time. The right panel is the dQ kernel: the program of one query tile walks *along its
+# row*, a key tile at a time, as the forward does. Colors are the phases (red: masked diagonal,
+# green: no mask); pale pairs are computed in a masked tile and thrown away; white tiles are skipped.
 
 # %%
 from autograder import plots
 
-plots.show_mask(is_causal=True, n=32)
+plots.show_backward_tiles(64, 16, 32, is_causal=True)
 
 # %% [markdown]
 # | kernel | program owns | loops over | causal phases |
 # |---|---|---|---|
-# | dK/dV | key tile `[start_n, start_n + BLOCK_N1)`, one K/V head | query tiles of every query head in its group | diagonal `[start_n, start_n + BLOCK_N1)` masked, then `[start_n + BLOCK_N1, N)` unmasked |
-# | dQ | query tile `[start_m, start_m + BLOCK_M2)`, one query head | key tiles | `[0, full_hi)` unmasked, diagonal `[full_hi, hi)` masked, `hi = min(start_m + BLOCK_M2, N)` (Problem 4) |
+# | dK/dV | key tile `[start_n, start_n + BLOCK_N)`, one K/V head | query tiles (`BLOCK_M` rows each) of every query head in its group | diagonal `[start_n, start_n + BLOCK_N)` masked, then `[start_n + BLOCK_N, N)` unmasked |
+# | dQ | query tile `[start_m, start_m + BLOCK_M)`, one query head | key tiles (`BLOCK_N` keys each) | `[0, full_hi)` unmasked, diagonal `[full_hi, hi)` masked, `hi = min(start_m + BLOCK_M, N)` (Problem 4) |
+#
+# Each kernel takes its own `BLOCK_M` and `BLOCK_N`: the wrapper passes `backward_tiles`' `BLOCK_M1`,
+# `BLOCK_N1` to the dK/dV kernel and `BLOCK_M2`, `BLOCK_N2` to the dQ kernel.
 
 # %% [markdown]
 # ## The forward, now with the log-sum-exp (given)
@@ -248,18 +257,24 @@ def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr,
 # **Your part 1: one step.** `_bwd_dkdv_step` is called once per query tile. It holds the key tile
 # `k, v` (`[BLOCK_N, HEAD_DIM]`) and the accumulators `dk, dv` (float32); it loads the query tile's
 # `q, do` (`[BLOCK_M, HEAD_DIM]`), `lse` and `delta` (`[BLOCK_M]`, given), and must add the tile's
-# contribution to `dv` and `dk`. Work *transposed*, with the keys as rows, so every product is a
-# plain `tl.dot` into `[BLOCK_N, ...]`:
+# contribution to `dv` and `dk`: the equations of the table above, restricted to this tile's
+# pairs.
 #
-# 1. `qkT = k @ q^T` scaled by `qk_scale` (base 2), `pT = exp2(qkT - lse[None, :])`; when
-#    `MASK == CAUSAL`, `pT = 0` where `offs_m[None, :] < offs_n[:, None]` (the query is before the key);
-# 2. `dv += pT @ do`;
-# 3. `dpT = v @ do^T`, `dsT = pT * (dpT - delta[None, :])`;
-# 4. `dk += dsT @ q`. (The `1/sqrt(D)` of `dK` is applied once, after the loop: given.)
+# Work *transposed*: the program owns keys, so let the keys be the rows. Then the tile of scores
+# is `[BLOCK_N, BLOCK_M]` (`P^T` rather than `P`) and `dV_j = sum_i P_ij dO_i` and
+# `dK_j = sum_i dS_ij q_i` become plain matrix products that land in `[BLOCK_N, HEAD_DIM]`, the
+# shape of `dv` and `dk`. Work out, for each equation, which operand is transposed and what the
+# row-wise quantities (`lse`, `delta`: one per *query*) become when queries are the columns.
 #
-# `tl.dot` operands in the input dtype (`pT.to(do.dtype)`, `dsT.to(q.dtype)`), accumulators in
-# float32: the tensor cores take 16-bit inputs and add in float32. Rows past `N` load as zeros
-# with `lse = +inf`, so their `pT` is exactly 0: no bounds mask is needed on the scores.
+# The mask: when `MASK == CAUSAL` (a tile on the key tile's diagonal), a pair only counts when its
+# query may see its key. In this tile row `r` is key `offs_n[r]` and column `c` is query
+# `offs_m[c]`: write that condition in those terms, the forward's rule read the other way round.
+# The `1/sqrt(D)` of `dK` is applied once, after the loop (given).
+#
+# `tl.dot` operands in the input dtype, accumulators in float32: the tensor cores take 16-bit
+# inputs and add in float32. Rows past `N` load as zeros with `lse = +inf`, so their probabilities
+# are exactly 0: no bounds mask is needed on the scores. The checks name the usual mistakes
+# (`delta` forgotten, the wrong base, a flipped or missing mask).
 
 # %% solution="p8_dkdv_step" export=true
 @triton.jit
@@ -318,13 +333,15 @@ def _bwd_dkdv_head(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 # **Your part 2: the query-head group.** Each program owns one key tile (`start_n`) of
 # batch `b`, K/V head `kv_h`. Query heads `kv_h * GROUP ... kv_h * GROUP + GROUP - 1` read this K/V
 # head (Problem 5's rule, `kv_h = h // GROUP`), so `dK` and `dV` get a contribution from each of
-# them. Start `dk` and `dv` at zero (float32, `[BLOCK_N, HEAD_DIM]`) and, for each query head `h`
-# of the group, add its contribution with `_bwd_dkdv_head(dk, dv, k, v, ...)` called on head `h`'s
-# pointers, which you build from the batch-shifted ones: `Q_ptr + h * stride_qh` and
-# `DO_ptr + h * stride_doh` (strided like q), `LSE_ptr + h * N` and `Delta_ptr + h * N` (both
-# `[B, Hq, N]`, contiguous), with `h` cast to int64 first (`.to(tl.int64)`, as the code above does
-# for `b`: in int32, `h * stride_qh` overflows once one batch element of `q` holds 2^31
-# elements). Every head adds into the same registers; the store after the loop writes the sum, once.
+# them: `dK` and `dV` of a K/V head are sums over its query heads.
+#
+# `_bwd_dkdv_head(dk, dv, k, v, ...)` (given) adds one query head's contribution, given pointers to
+# that head's rows: `q` and `dO` (strided: `stride_qh`, `stride_doh`), `lse` and `delta` (both
+# `[B, Hq, N]`, contiguous). The code above has already moved every pointer to batch `b`; what is
+# left is to loop over the group, point at each head, and let every head add into the same
+# accumulators, so the store after the loop writes the sum once. Offsets that multiply a head index
+# by a stride need int64 (as the code above does for `b`): in int32, `h * stride_qh` overflows
+# once one batch element of `q` holds 2^31 elements.
 
 # %% solution="p8_dkdv_group" export=true
 @triton.jit(do_not_specialize=["N_KV_HEADS"])
@@ -607,12 +624,13 @@ autograder.backward.check_autograd_contract(8, flash_attention_forward)
 # %% [markdown]
 # ## Train with it
 #
-# The capstone: a small GPT (2 layers, 2 query heads sharing 1 K/V head, 32 tokens of context on the CPU tier,
-# a synthetic task generated here: no download) trained twice from the same initial weights,
-# once with your attention and once with PyTorch's (`torch.nn.functional.scaled_dot_product_attention`).
-# The two loss curves must coincide: your gradients are the ones PyTorch would have computed.
-# On the CPU tier the model is tiny and trains for a few steps (the interpreter is slow); on a
-# GPU it is larger and trains longer. **2 points.**
+# The capstone: a small GPT trained twice from the same initial weights, once with your attention
+# and once with PyTorch's (`torch.nn.functional.scaled_dot_product_attention`), on a task generated
+# here (no download): every sequence repeats a random phrase, so the model can only lower its loss
+# by learning to attend back to the phrase's previous copy, through your gradients. The two loss
+# curves must coincide, and the loss must clearly fall. The cell prints the model it trains: on the
+# CPU tier one layer, 2 query heads sharing 1 K/V head, 24 tokens and 30 steps (about a minute in
+# the interpreter, with a progress bar); on a GPU a larger model trains longer. **2 points.**
 
 # %% tests="p8_training" points=2
 from autograder import capstone

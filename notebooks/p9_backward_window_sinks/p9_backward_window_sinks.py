@@ -48,7 +48,10 @@ import triton.language as tl
 
 from autograder.tiles import attention_tiles, backward_tiles
 
-LOG2E = 1.4426950408889634      # log2(e): exp(x) = exp2(x * LOG2E)
+# log2(e): exp(x) = exp2(x * LOG2E). A Python float for the wrappers, which fold it into qk_scale and pass
+# that to the kernels. A @triton.jit body cannot read it: a global there must be a tl.constexpr (like the
+# mask modes below), or it compiles only in the interpreter and fails on a GPU.
+LOG2E = 1.4426950408889634
 
 # %% [markdown]
 # ## The idea
@@ -78,6 +81,17 @@ from autograder import plots
 plots.show_mask(is_causal=True, window_size=6, sink_size=4, n=32)
 
 # %% [markdown]
+# The same mask in tiles (`N = 96`, `W = 40`, `S = 4`, `BLOCK_M = 16`, `BLOCK_N = 32`). Left, the
+# dK/dV kernel: the program of key tile 0, which holds the sinks, walks down its column: its
+# diagonal (masked), the unmasked run (empty here: no query tile below the diagonal sees all 32
+# keys of the tile), the window's edge up to `hi`, then the sink phase from `hi` to `N`, where
+# only the sink columns count. Right, the dQ kernel: one query tile's row, the forward's phases.
+# A later key tile's column has no sink phase: it stops at its `hi`.
+
+# %%
+plots.show_backward_tiles(96, 16, 32, is_causal=True, window_size=40, sink_size=4)
+
+# %% [markdown]
 # ### The sink logit's gradient
 #
 # Write `lse_i = log(e^{sink_h} + sum_j e^{s_ij})` and `P_sink_i = exp(sink_h - lse_i)`, the
@@ -85,7 +99,9 @@ plots.show_mask(is_causal=True, window_size=6, sink_size=4, n=32)
 #
 # * the formulas of Problem 8 are unchanged: `O_i = sum_j P_ij v_j` and `dS_ij = P_ij (dP_ij - delta_i)`
 #   with `delta_i = dO_i . O_i` (the sink only changes `lse`, which the forward stores);
-# * `d lse_i / d sink_h = P_sink_i`, so `d O_i / d sink_h = -P_sink_i O_i`, and
+# * `O_i = sum_j exp(s_ij - lse_i) v_j` depends on `sink_h` only through `lse_i`, and
+#   `d O_i / d lse_i = -O_i` (every weight `exp(s_ij - lse_i)` is scaled by `exp(-d lse)`); with
+#   `d lse_i / d sink_h = P_sink_i` the chain rule gives `d O_i / d sink_h = -P_sink_i O_i`, and
 #
 # $$\frac{\partial L}{\partial\, \mathrm{sink}_h} = \sum_{b,\,i} dO_i \cdot \frac{\partial O_i}{\partial\, \mathrm{sink}_h} = -\sum_{b,\,i} P_{\mathrm{sink},i}\, \delta_i .$$
 #
@@ -363,8 +379,9 @@ def _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 #   tile, and never past `N`;
 # * `full_hi`: the end of the unmasked phase. A query tile `[a, a + BLOCK_M)` after the diagonal
 #   sees every key of the tile when its last row is within `W - 1` of the *first* key:
-#   `a + BLOCK_M - 1 <= start_n + W - 1`. Round down; clamp it to `[start_n + BLOCK_N, hi]` so the
-#   phases never overlap or run backwards;
+#   `a + BLOCK_M - 1 <= start_n + W - 1`. `full_hi` is the exclusive end of the last such tile, the
+#   largest `a + BLOCK_M` that satisfies it (a multiple of `BLOCK_M`: the condition rounded down);
+#   clamp it to `[start_n + BLOCK_N, hi]` so the phases never overlap or run backwards;
 # * `sink_hi`: the end of the sink phase `[hi, sink_hi)`: `N` when the tile holds a sink key
 #   (`start_n < SINKS`), else `hi` (an empty phase).
 #
@@ -422,7 +439,7 @@ def _bwd_dkdv_window(Q_ptr, DO_ptr, LSE_ptr, Delta_ptr, K_ptr, V_ptr, DK_ptr, DV
     v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=in_keys, other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    hi, full_hi, sink_hi = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)
+    hi, full_hi, _ = _dkdv_ranges(start_n, N, WINDOW, SINKS, BLOCK_M, BLOCK_N)     # [hi, sink_hi): other programs
     diag_hi = tl.minimum(start_n + BLOCK_N, N)
     full_lo = start_n + BLOCK_N
     for g in range(GROUP):
@@ -839,7 +856,9 @@ check_backward_tile_skipping(9, flash_attention_forward)
 #
 # The capstone of the course: the small GPT of Problem 8, now with a sliding window, sink keys
 # and a learned sink logit per head in every layer, trained with your kernels and with PyTorch's
-# (dense) attention from the same weights. The curves must coincide. **1 point.**
+# (dense) attention from the same weights. The cell prints the configuration (on the CPU tier a
+# window of 8 keys over 24 tokens, 2 sinks, learned logits; about a minute). The curves must
+# coincide and the loss must clearly fall. **1 point.**
 
 # %% tests="p9_training" points=1
 from autograder import capstone
