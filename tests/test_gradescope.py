@@ -56,7 +56,8 @@ def harness(tmp_path_factory):
         names = set(z.namelist())
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
     assert {"setup.sh", "run_autograder", "gradescope.json", "pyproject.toml", "nbgrader_config.py",
-            "tools/grade.py", "autograder/checks/attention.py", f"notebooks/{P3}/{P3}.ipynb", f"release/{P3}/{P3}.ipynb"} <= names
+            "tools/grade.py", "autograder/checks/attention.py", "autograder/spec/attention_cases.csv",
+            f"notebooks/{P3}/{P3}.ipynb", f"release/{P3}/{P3}.ipynb"} <= names
     assert modes["setup.sh"] & 0o111 and modes["run_autograder"] & 0o111
     assert not any(n.startswith("solutions/") or n.endswith(".py") and n.startswith("notebooks/") for n in names)
     root = tmp / "root"

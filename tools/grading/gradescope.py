@@ -114,7 +114,8 @@ def _zip_files(slug: str, source_nb, release_path: Path, config: dict, versions:
             rel = p.relative_to(REPO)
             if p.is_file() and "__pycache__" not in rel.parts and p.suffix != ".pyc":
                 files[rel.as_posix()] = (p.read_bytes(), 0o644)
-    add_tree(REPO / "autograder", "*.py")
+    for pattern in ("*.py", "*.csv"):          # the package and its data (the case tables)
+        add_tree(REPO / "autograder", pattern)
     add_tree(REPO / "tools", "*.py")
     for name in ("pyproject.toml", "README.md", "nbgrader_config.py"):
         files[name] = ((REPO / name).read_bytes(), 0o644)
