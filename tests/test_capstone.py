@@ -28,3 +28,38 @@ def test_the_cpu_capstone_learns_and_says_what_it_trains(problem, capsys):
 def test_learned_needs_a_clear_fall():
     assert capstone.learned([2.0, 2.1, 1.9] + [1.5] * 20 + [0.9] * 6)
     assert not capstone.learned([2.0, 2.1, 1.9] + [1.5] * 26)         # 1.5 / 2.0 = 0.75: noise, not learning
+
+
+@pytest.mark.parametrize("mask", [dict(), dict(window_size=8), dict(window_size=8, sink_size=3),
+                                  dict(window_size=8, sink_size=3, sink_logits=True), dict(sink_logits=True)])
+def test_sdpa_baseline_is_the_course_attention(mask):
+    """The GPU capstone's PyTorch baseline (SDPA with an additive mask, a sink logit as one more key)
+    computes the course's attention: outputs and every gradient, the sink logits' included, match the
+    dense float32 reference."""
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    B, Hq, Hkv, N, D = 2, 4, 2, 40, 16
+    q, k, v = (torch.randn(B, h, N, D, generator=gen, requires_grad=True) for h in (Hq, Hkv, Hkv))
+    if mask.get("sink_logits"):
+        mask = dict(mask, sink_logits=torch.randn(Hq, generator=gen, requires_grad=True))
+    inputs = [q, k, v] + ([mask["sink_logits"]] if "sink_logits" in mask else [])
+    dout = torch.randn(B, Hq, N, D, generator=gen)
+    got = capstone.sdpa_attention(q, k, v, True, **mask)
+    want = capstone.reference_attention_torch(q, k, v, True, **mask)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for g, w in zip(torch.autograd.grad(got, inputs, dout), torch.autograd.grad(want, inputs, dout)):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_step_time_table_says_why_flexattention_is_missing(capsys):
+    """The GPU table: one row per attention with ms and tokens/s relative to yours; where FlexAttention
+    cannot run (here: no backward on the CPU) the table says so instead of failing the capstone."""
+    import torch
+    cfg = capstone.Config(seq_len=16, steps=6, batch=2)
+    torch.manual_seed(0)
+    model = capstone.TinyGPT(cfg, capstone.reference_attention_torch)
+    ms = capstone.step_times(cfg, {"your kernels": [0.010] * 8, "PyTorch SDPA": [0.020] * 8}, model)
+    out = capsys.readouterr().out
+    assert ms["your kernels"] == pytest.approx(10.0) and ms["PyTorch SDPA"] == pytest.approx(20.0)
+    assert "2.00x your time" in out and "3 k tokens/s" in out
+    assert "FlexAttention" not in ms and "FlexAttention: not measured" in out

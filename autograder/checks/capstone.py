@@ -5,7 +5,10 @@ backward is right, the two loss curves coincide (up to 16-bit rounding). The dat
 each sequence repeats a random phrase, so the model can only lower its loss by attending back to
 the previous repetition, i.e. by learning through the attention's gradients. On the CPU tier a
 one-layer model learns it in 30 steps (the loss falls from ~1.9 to ~0.3; about a minute in the
-interpreter on 2 cores); on a GPU a larger model trains on longer sequences.
+interpreter on 2 cores). On a GPU the capstone is the course's payoff: four layers over 4096 tokens
+(Problem 9: a window of 512 keys, 4 sinks, learned sink logits), and each training step's time with
+your kernels next to PyTorch's attention (SDPA; with a window or sinks it needs the dense N x N mask)
+and FlexAttention's, printed and plotted.
 """
 from __future__ import annotations
 
@@ -69,10 +72,96 @@ def config(problem: int, tier: str = None) -> Config:
         # (~2 s each on 2 cores); a 2-token phrase is what one layer learns in that many steps: the loss
         # falls from ~1.9 to ~0.3 (measured for Problems 8 and 9)
         return Config(**mask)
+    # a GPU: long enough a context that skipping tiles pays (Problem 9 visits 1/8 of the causal
+    # tiles: W = 512 of N = 4096), GPT-OSS's 4 sinks; the phrase (48 tokens) fits in the window
     if spec.window:
-        mask["window_size"] = 64
-    return Config(vocab=64, n_layer=4, n_q_heads=8, n_kv_heads=2, head_dim=64, seq_len=512, batch=16,
-                  steps=60, lr=1e-3, period=24, **mask)
+        mask.update(window_size=512, sink_size=4)
+    return Config(vocab=64, n_layer=4, n_q_heads=8, n_kv_heads=2, head_dim=64, seq_len=4096 if spec.window else 2048,
+                  batch=8, steps=GPU_STEPS, lr=2e-3, period=48, **mask)
+
+
+GPU_STEPS = 100
+
+
+def pytorch_attention(q, k, v, is_causal=True, window_size=None, sink_size=None, sink_logits=None):
+    """PyTorch's attention, the capstone's baseline: float32 on the CPU tier (exact), SDPA in q's dtype
+    on a GPU (a dense float32 softmax over 4096 tokens would need tens of GiB)."""
+    if q.is_cuda:
+        return sdpa_attention(q, k, v, is_causal, window_size, sink_size, sink_logits)
+    return reference_attention_torch(q, k, v, is_causal, window_size, sink_size, sink_logits)
+
+
+_SINK_PAD = 16   # a sink logit's key column, padded to 16 keys: SDPA's memory-efficient kernel wants the
+                 # mask's rows 16-element aligned
+
+
+def _additive_mask(n, is_causal, window_size, sink_size, sink_column, dtype, device):
+    """[N, N (+ 16)] additive mask: 0 where visible, -inf elsewhere; with `sink_column`, key N is
+    visible from every query (its score is the sink logit, added per head by the caller)."""
+    from ..spec.masks import attention_mask, dense_mask
+    key = (n, is_causal, window_size, sink_size, sink_column, dtype, device)
+    if key not in _MASKS:
+        _MASKS.clear()
+        visible = dense_mask(attention_mask(is_causal, window_size, sink_size), n, device=device)
+        if sink_column:
+            extra = torch.zeros(n, _SINK_PAD, dtype=torch.bool, device=device)
+            extra[:, 0] = True
+            visible = torch.cat([visible, extra], 1)
+        _MASKS[key] = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, float("-inf"))
+    return _MASKS[key]
+
+
+_MASKS = {}
+
+
+def sdpa_attention(q, k, v, is_causal=True, window_size=None, sink_size=None, sink_logits=None):
+    """torch.nn.functional.scaled_dot_product_attention with the course's masks, in q's dtype. SDPA
+    has no window: a window or sinks take the dense [N, N] mask, and with a mask only the
+    memory-efficient backend runs (it computes every tile, hidden or not). A learned sink logit is
+    one more key whose score is the logit (the mask's column N adds it) and whose value is zero."""
+    B, Hq, N, D = q.shape
+    group = Hq // k.shape[1]
+    if window_size is None and not sink_size and sink_logits is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=group > 1)
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    bias = _additive_mask(N, is_causal, window_size, sink_size, sink_logits is not None, q.dtype, q.device)
+    if sink_logits is not None:
+        zeros = k.new_zeros(B, Hq, _SINK_PAD, D)
+        k, v = torch.cat([k, zeros], 2), torch.cat([v, zeros], 2)
+        column = torch.zeros(N + _SINK_PAD, dtype=q.dtype, device=q.device)
+        column[N] = 1
+        bias = bias + sink_logits.to(q.dtype)[:, None, None] * column          # [Hq, N, N + 16]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+def flex_attention_fn():
+    """Compiled FlexAttention with the course's mask predicates (block masks built once per length),
+    as a capstone attention; a learned sink logit is, as for SDPA, one more key (index N) whose score
+    the score_mod replaces by the logit."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from ..spec.masks import attention_mask
+    compiled = torch.compile(flex_attention, dynamic=False)
+    block_masks = {}
+
+    def run(q, k, v, is_causal=True, window_size=None, sink_size=None, sink_logits=None):
+        B, Hq, N, D = q.shape
+        visible = attention_mask(is_causal, window_size, sink_size)
+        extra = 0 if sink_logits is None else 1
+        key = (N, is_causal, window_size, sink_size, extra)
+        if key not in block_masks:
+            block_masks[key] = create_block_mask(
+                lambda b, h, q_idx, kv_idx: (kv_idx == N) | visible(q_idx, kv_idx) if extra
+                else visible(q_idx, kv_idx), None, None, N, N + extra, device=q.device)
+        score_mod = None
+        if extra:
+            zeros = k.new_zeros(B, k.shape[1], 1, D)
+            k, v = torch.cat([k, zeros], 2), torch.cat([v, zeros], 2)
+            sink = sink_logits
+
+            def score_mod(score, b, h, q_idx, kv_idx):
+                return torch.where(kv_idx == N, sink[h].to(score.dtype), score)
+        return compiled(q, k, v, score_mod=score_mod, block_mask=block_masks[key], enable_gqa=Hq != k.shape[1])
+    return run
 
 
 def reference_attention_torch(q, k, v, is_causal=True, window_size=None, sink_size=None, sink_logits=None):
@@ -157,19 +246,24 @@ def train(cfg: Config, attention, seed: int = 0):
     return _train(model, cfg, seed)
 
 
-def _train(model, cfg, seed, desc=None):
-    """Losses of cfg.steps steps; `desc`: show a progress bar with that label."""
+def _train(model, cfg, seed, desc=None, step_seconds=None, steps=None):
+    """Losses of cfg.steps (or `steps`) steps; `desc`: show a progress bar with that label;
+    `step_seconds`: a list that gets each step's time (loss.item() waits for the GPU)."""
     from ..progress import tqdm_class
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     losses = []
-    with tqdm_class()(total=cfg.steps, desc=desc, disable=desc is None, leave=False) as bar:
-        for tokens in batches(cfg, seed).to(device.DEVICE):
+    steps = cfg.steps if steps is None else steps
+    with tqdm_class()(total=steps, desc=desc, disable=desc is None, leave=False) as bar:
+        for tokens in batches(cfg, seed)[:steps].to(device.DEVICE):
+            t0 = time.perf_counter()
             logits = model(tokens[:, :-1])
             loss = F.cross_entropy(logits.reshape(-1, cfg.vocab), tokens[:, 1:].reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(loss.item())
+            if step_seconds is not None:
+                step_seconds.append(time.perf_counter() - t0)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             bar.update()
     return losses
@@ -187,24 +281,28 @@ def train_and_compare(attention_fn, problem: int = 8, cfg: Config = None, plot: 
     ours = TinyGPT(cfg, attention_fn).to(device.DEVICE)
     theirs = copy.deepcopy(ours)
     for block in theirs.blocks:
-        block.attention = reference_attention_torch
+        block.attention = pytorch_attention
     if verbose:
         print(cfg.describe() + f"; {str(device.DTYPE).removeprefix('torch.')} attention, {device.TIER} tier",
               flush=True)
     t0 = time.perf_counter()
+    your_steps, their_steps = [], []
     try:
         # one recorded call (autograder.record): a replay gets the losses, then trains the reference itself
-        yours = list(record.call(lambda: _train(ours, cfg, seed=1, desc="your kernels" if verbose else None),
-                                 ("capstone", problem, repr(cfg))))
+        yours = list(record.call(lambda: _train(ours, cfg, seed=1, desc="your kernels" if verbose else None,
+                                                step_seconds=your_steps), ("capstone", problem, repr(cfg))))
     except Exception as exc:   # noqa: BLE001
         if not_implemented(exc):
             raise NotImplementedYet.of(f"Problem {problem}") from None
         raise
     seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ref = _train(theirs, cfg, seed=1, desc="PyTorch" if verbose else None)
+    ref = _train(theirs, cfg, seed=1, desc="PyTorch" if verbose else None, step_seconds=their_steps)
     history = {"yours": yours, "pytorch": ref, "seconds": seconds, "seconds_pytorch": time.perf_counter() - t0,
-               "config": cfg}
+               "config": cfg, "step_ms": {}}
+    if device.TIER == "gpu" and your_steps:     # (a replay has no step times of yours)
+        history["step_ms"] = step_times(cfg, {"your kernels": your_steps, _SDPA_NAME: their_steps},
+                                        theirs, verbose=verbose)
     if plot:
         _plot(history, problem)
     diffs = [abs(a - b) / max(abs(b), 1e-6) for a, b in zip(yours, ref)]
@@ -231,6 +329,49 @@ def train_and_compare(attention_fn, problem: int = 8, cfg: Config = None, plot: 
     return history
 
 
+_SDPA_NAME = "PyTorch SDPA"
+_FLEX_NAME = "FlexAttention"
+_WARMUP = 5      # steps left out of the median: Triton's and torch.compile's compilation, allocator growth
+
+
+def step_times(cfg: Config, measured: dict, model, verbose=True) -> dict:
+    """Median ms per training step of each attention (the runs above, and FlexAttention's, trained
+    here for a few steps from `model`'s weights); printed as a table. FlexAttention needs
+    torch.compile (a C compiler, Triton): where it fails the table says why."""
+    out = {name: 1e3 * _median(times[_WARMUP:] or times) for name, times in measured.items()}
+    flex_note = ""
+    try:
+        flex = copy.deepcopy(model)
+        attention = flex_attention_fn()
+        for block in flex.blocks:
+            block.attention = attention
+        times = []
+        _train(flex, cfg, seed=1, desc=_FLEX_NAME if verbose else None, step_seconds=times,
+               steps=min(cfg.steps, _WARMUP + 15))
+        out[_FLEX_NAME] = 1e3 * _median(times[_WARMUP:])
+    except Exception as exc:   # noqa: BLE001 -- a missing compiler or an old torch: say so, go on
+        flex_note = f"{_FLEX_NAME}: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    if verbose:
+        tokens = cfg.batch * cfg.seq_len
+        mask = ("dense N x N mask, memory-efficient backend" if cfg.window_size is not None or cfg.sink_logits
+                else "causal, FlashAttention backend")
+        print(f"\ntraining step ({cfg.batch} x {cfg.seq_len} tokens, {device.GPU_NAME or 'CPU'}), median of the steps "
+              f"after the first {_WARMUP}:")
+        base = out.get("your kernels")
+        for name, ms in out.items():
+            label = f"{name} ({mask})" if name == _SDPA_NAME else name
+            rel = f"  {ms / base:5.2f}x your time" if base and name != "your kernels" else ""
+            print(f"  {label:<58} {ms:8.1f} ms  {tokens / ms:9.0f} k tokens/s{rel}")
+        if flex_note:
+            print("  " + flex_note)
+    return out
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else float("nan")
+
+
 def learned(losses, factor: float = 0.6) -> bool:
     """The loss clearly fell: the mean of the last fifth is below `factor` x the mean of the first three."""
     tail = losses[-max(1, len(losses) // 5):]
@@ -244,8 +385,20 @@ def _plot(history, problem):
     except ImportError:         # matplotlib missing: the printed line says it all
         return
     yours, ref = history["yours"], history["pytorch"]
-    fig = CourseFigure(figsize=(6.4, 4.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
+    step_ms = history.get("step_ms") or {}
+    fig = CourseFigure(figsize=(10.4 if step_ms else 6.4, 4.6), layout="constrained")
+    if step_ms:
+        left, right = fig.subfigures(1, 2, width_ratios=(1.6, 1))
+        top, bottom = left.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
+        bars = right.subplots()
+        names = list(step_ms)
+        bars.barh(names[::-1], [step_ms[n] for n in names[::-1]], color=["#1f77b4", "#ff7f0e", "#2ca02c"][:len(names)])
+        for y, n in enumerate(names[::-1]):
+            bars.text(step_ms[n], y, f" {step_ms[n]:.1f}", va="center", fontsize=8)
+        bars.set_xlabel("ms per training step (lower is better)")
+        bars.set_title(f"{history['config'].batch} x {history['config'].seq_len} tokens", fontsize=8)
+    else:
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
     top.plot(ref, lw=4, alpha=0.4, label="PyTorch attention")
     top.plot(yours, lw=1.5, ls="--", marker=".", label="your kernels")
     top.set_ylabel("training loss")
