@@ -574,7 +574,7 @@ KERNEL_LINEAGE = {
             r"^# the backward's only memory of P", r"^tl\.store\(LSE_ptr \+ offs_m, m_i \+ tl\.math\.log2\(l_i\)"],
     }),
     (9, 8): dict(functions=(("_bwd_dkdv_step", "_bwd_dkdv_step"), ("_bwd_dq_step", "_bwd_dq_step")), modes=False, changes={
-        # "The tile steps (given: Problem 8's, with Problem 7's masks)"
+        # "The tile steps (Problem 8's, with Problem 7's masks)"
         "Problem 7's modes: CAUSAL_WINDOW_SINKS (_visible) for CAUSAL, and SINK_KEYS; WINDOW, SINKS arguments": [
             (r"\bCAUSAL\b", "CAUSAL_WINDOW_SINKS"), (r"qk_scale,$", "qk_scale, WINDOW, SINKS,"),
             r"^pT? = tl\.where\(_visible\(", r"^elif MASK == SINK_KEYS:$", r"^pT? = tl\.where\(\(?offs_n(\[:, None\])? < SINKS",
@@ -949,7 +949,7 @@ TEXT_CLAIMS = [
      (9, 7)),
     (9, r"`_visible` is Problem 7's predicate with its indices broadcast by the caller",
      "test_given_kernels_keep_the_predicate_of_their_source"),
-    (9, r"The tile steps \(given: Problem 8's, with Problem 7's masks\)", (9, 8)),
+    (9, r"The tile steps \(Problem 8's, with Problem 7's masks\)", (9, 8)),
     (9, r"The rest of the dK/dV kernel is built as Problem 8's", "test_given_kernel_lines_shared_where_the_text_says"),
     (9, r"A query tile's key tiles are the forward's \(Problem 7's four phases\): the same ranges, the same masks, "
         r"Problem 8's step", "test_given_kernel_dq_visits_the_forwards_key_tiles"),

@@ -22,17 +22,19 @@
 #
 # **What you will learn**
 #
-# * the dK/dV kernel's loop is the forward's window *transposed*: a key is seen by the `W` queries
-#   that come after it, and a sink key by every later query. Skipping the other query tiles keeps
-#   the backward `O(N * W)`, like the forward;
+# * the dK/dV kernel works on the mask *transposed*: its tile has keys for rows and queries for
+#   columns, and its loop visits the queries that see a key, the window read the other way round
+#   (and for a sink key, something longer). Skipping the other query tiles keeps the backward
+#   `O(N * W)`, like the forward;
 # * the gradient of a learned logit that has no value vector: derive it, implement it in the
 #   `delta` kernel, check it against autograd;
 # * how much of Problem 8 carries over unchanged (the `dS` formula, the dQ kernel's loop = the
 #   forward's ranges) and why.
 #
-# **What you write**: the query-tile ranges of the dK/dV kernel (window and sink phases) and the
-# sink logit's gradient. The forward (Problem 7's ranges, plus the sink logit), the tile steps of
-# Problem 8, the dQ kernel and the autograd wrapper are given.
+# **What you write**: the sink logit's gradient, the mask of the dK/dV kernel's transposed tile,
+# and the query-tile ranges of the dK/dV kernel (window and sink phases). The forward (Problem 7's
+# ranges, plus the sink logit), the rest of the tile steps, the dQ kernel and the autograd wrapper
+# are given.
 #
 # **Points**: 10, in seven graded cells (basic + GQA 1, ragged + layout 1, window 2, sinks 2,
 # sink logits 2, tile skipping 1, training 1).
@@ -58,17 +60,19 @@ LOG2E = 1.4426950408889634
 #
 # ### Which queries see a key tile
 #
-# Key `j` is visible from query `i` when `j <= i` and (`j >= i - (W - 1)` or `j < S`). Read
-# along a *column* (fixed `j`), that is: `i` in `[j, j + W - 1]`, and, when `j` is a sink, every
-# `i >= j`. For a key tile `[start_n, start_n + BLOCK_N)` the dK/dV kernel visits query tiles in
-# four phases (rows `>= N` load as zeros with `lse = +inf`, so overshooting `N` inside a tile is
-# harmless):
+# Key `j` is visible from query `i` when `j <= i` and (`j >= i - (W - 1)` or `j < S`). The
+# forward reads that along a *row* (fixed `i`: which keys does query `i` see?). The dK/dV kernel
+# reads it along a *column*: key `j`'s gradient collects from the queries that see `j`. Work out
+# that set from the rule, for a key inside the window only and for a sink: it is what the rest of
+# this problem is built on. For a key tile `[start_n, start_n + BLOCK_N)` the dK/dV kernel visits
+# query tiles in four phases (rows `>= N` load as zeros with `lse = +inf`, so overshooting `N`
+# inside a tile is harmless):
 #
 # | phase | query rows | mask |
 # |---|---|---|
 # | diagonal | `[start_n, start_n + BLOCK_N)` | `causal & (window \| sinks)` |
 # | unmasked | `[full_lo, full_hi)`, `full_lo = start_n + BLOCK_N`: tiles whose every query sees every key of the tile | none |
-# | window edge | `[full_hi, hi)`, `hi` = the tile boundary at or after `start_n + BLOCK_N + W - 1` | `causal & (window \| sinks)` |
+# | window edge | `[full_hi, hi)`: the later tiles that see only some keys of the tile; `hi` ends the last of them | `causal & (window \| sinks)` |
 # | sinks | `[hi, N)`, only when the key tile holds sinks (`start_n < S`) | `j < S` |
 #
 # Read along a row, the same mask gives the forward's ranges (Problem 7), which the dQ kernel
@@ -301,12 +305,33 @@ def _attn_bwd_delta(O_ptr, DO_ptr, Delta_ptr, LSE_ptr, Sink_ptr, DSink_ptr,
 
 
 # %% [markdown]
-# ## The tile steps (given: Problem 8's, with Problem 7's masks)
+# ## The tile steps (Problem 8's, with Problem 7's masks)
 #
 # The modes are the forward's: `NO_MASK`, `BOUNDS` (`j < N`), `CAUSAL_WINDOW_SINKS` (`_visible`:
 # `causal & (window | sinks)`) and `SINK_KEYS` (`j < S`).
+#
+# **Your part 2: the mask of the transposed tile.** `_bwd_dkdv_step` is the dK/dV kernel's step;
+# all of it is given except its mask. The program owns a key tile, so its tile is *transposed*:
+# `pT` is `[BLOCK_N, BLOCK_M]`, row `r` is key `offs_n[r]` and column `c` is query `offs_m[c]`.
+# `pT` is recomputed from the scores and `lse` alone, so it is nonzero for *every* pair of the
+# tile, including those the forward never let through: whatever the mask leaves in flows into
+# `dV` and `dK`. Set `pT` to 0 where the pair is not visible, by mode:
+#
+# * `CAUSAL_WINDOW_SINKS` (the diagonal and window-edge phases): `_visible(i, j, WINDOW, SINKS)`,
+#   the forward's predicate, is true when query `i` sees key `j`; it takes its indices broadcast
+#   by the caller. The forward and the dQ step (below) ask it about a `[BLOCK_M, BLOCK_N]` tile of
+#   queries x keys. Ask it about yours: which of `offs_m`, `offs_n` is the query here, and how
+#   must each be broadcast for the answer to have `pT`'s shape?
+# * `SINK_KEYS` (the sink phase): the query tiles past the window of every key of the tile, which
+#   still see the tile's sink keys and nothing else. Which rows of `pT` survive, and which index
+#   decides it?
+# * `NO_MASK`: every pair counts. Rows past `N` load as zeros with `lse = +inf`, so their
+#   probabilities are already exactly 0: no bounds mask is needed either.
+#
+# The checks recompute `dK, dV` with the masks people get wrong (query and key swapped, the
+# window forgotten, the wrong sink test) and say which one yours matches.
 
-# %% export=true
+# %% solution="p9_dkdv_mask" export=true
 @triton.jit
 def _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
                    stride_qn, stride_qd, stride_don, stride_dod,
@@ -320,10 +345,12 @@ def _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
     delta = tl.load(Delta_ptr + offs_m, mask=offs_m < N, other=0.0)
     qkT = tl.dot(k, tl.trans(q)) * qk_scale                                 # [BLOCK_N, BLOCK_M]
     pT = tl.math.exp2(qkT - lse[None, :])
+    ### BEGIN SOLUTION
     if MASK == CAUSAL_WINDOW_SINKS:
         pT = tl.where(_visible(offs_m[None, :], offs_n[:, None], WINDOW, SINKS), pT, 0.0)
     elif MASK == SINK_KEYS:
         pT = tl.where(offs_n[:, None] < SINKS, pT, 0.0)
+    ### END SOLUTION
     dv += tl.dot(pT.to(do.dtype), do)
     dpT = tl.dot(v, tl.trans(do))                                           # [BLOCK_N, BLOCK_M]
     dsT = pT * (dpT - delta[None, :])
@@ -331,6 +358,11 @@ def _bwd_dkdv_step(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
     return dk, dv
 
 
+# %% [markdown]
+# Given: the dQ step (the same masks on the untransposed tile: a query tile's row of keys) and the
+# loop that runs the dK/dV step over one phase's query tiles.
+
+# %% export=true
 @triton.jit
 def _bwd_dq_step(dq, q, do, lse, delta, K_ptr, V_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                  start_n, offs_m, offs_d, N, qk_scale, WINDOW, SINKS,
@@ -370,23 +402,31 @@ def _bwd_dkdv_tiles(dk, dv, k, v, Q_ptr, DO_ptr, LSE_ptr, Delta_ptr,
 # %% [markdown]
 # ## The dK/dV kernel
 #
-# **Your part 2: the query-tile ranges.** `_dkdv_ranges` returns, for the key tile
-# `[start_n, start_n + BLOCK_N)` (`start_n` and `BLOCK_N` are multiples of `BLOCK_M`), the bounds
-# of the phases of the table above, each a multiple of `BLOCK_M` (or `N`):
+# **Your part 3: the query-tile ranges.** `_dkdv_ranges` says where the phases of the table above
+# end for the key tile `[start_n, start_n + BLOCK_N)`. The kernel loops
+# `for start_m in range(lo, hi, BLOCK_M)`, so every bound is an exclusive end that falls on a query
+# tile boundary: a multiple of `BLOCK_M`, or `N` (`start_n` and `BLOCK_N` are multiples of
+# `BLOCK_M`). The diagonal phase is given, `[start_n, start_n + BLOCK_N)`, and the unmasked phase
+# starts where it ends, at `full_lo = start_n + BLOCK_N`. The phases must cover every query tile
+# that sees a key of the tile exactly once, and no other (the checks count the tiles loaded):
 #
-# * `hi`: the end of the window's queries. The last key of the tile, `start_n + BLOCK_N - 1`, is
-#   seen up to query `start_n + BLOCK_N - 1 + (W - 1)`; round the exclusive end up to a whole query
-#   tile, and never past `N`;
-# * `full_hi`: the end of the unmasked phase. A query tile `[a, a + BLOCK_M)` after the diagonal
-#   sees every key of the tile when its last row is within `W - 1` of the *first* key:
-#   `a + BLOCK_M - 1 <= start_n + W - 1`. `full_hi` is the exclusive end of the last such tile, the
-#   largest `a + BLOCK_M` that satisfies it (a multiple of `BLOCK_M`: the condition rounded down);
-#   clamp it to `[start_n + BLOCK_N, hi]` so the phases never overlap or run backwards;
-# * `sink_hi`: the end of the sink phase `[hi, sink_hi)`: `N` when the tile holds a sink key
-#   (`start_n < SINKS`), else `hi` (an empty phase).
+# * `hi`: the end of the window phases, the first tile boundary (or `N`) from which on no query
+#   sees a key of the tile through the window. Derive it from the mask: which is the last query
+#   that sees the tile's *last* key, and which query tile holds it? Never past `N`.
+# * `full_hi`: the end of the unmasked phase. A tile `[a, a + BLOCK_M)` of `[full_lo, full_hi)`
+#   runs with no mask at all, so every query of it must see every key of the tile, even the
+#   *first*. `full_hi` is defined as the exclusive end of the last tile after the diagonal that
+#   does: the largest `a + BLOCK_M` over those tiles. The tiles between `full_hi` and `hi` see
+#   only part of the key tile and run masked (the window edge). Keep the phases in order,
+#   `full_lo <= full_hi <= hi`, so they never overlap or run backwards: when no tile after the
+#   diagonal sees every key (a window narrower than the key tile), the unmasked phase is empty.
+# * `sink_hi`: the end of the sink phase `[hi, sink_hi)`. A key tile that holds a sink key
+#   (`start_n < SINKS`): which queries after the window still see one of its keys? A tile with no
+#   sink: an empty phase.
 #
-# The window is what `WINDOW` says (the wrapper passes `N` when there is none, `SINKS = 0` when
-# there are no sinks), so the same four phases serve plain causal attention too.
+# `WINDOW` and `SINKS` are always numbers: the wrapper passes `WINDOW = N` when there is no window
+# and `SINKS = 0` when there are no sinks, so the same four phases serve plain causal attention too.
+# Check your bounds there: the diagonal, then every later query tile unmasked.
 
 # %% solution="p9_dkdv_ranges" export=true
 @triton.jit
@@ -770,8 +810,9 @@ grads = autograder.try_backward(flash_attention_forward, case, problem=9)
 # ## Checks
 #
 # Each cell runs forward and backward against float64 autograd of the dense reference (with the
-# sink logit as an extra softmax column) and names the mistake when it can: window bounds transposed
-# in the dK/dV loop, a sink tile whose queries stop at the window, `d sink` with the wrong sign or base.
+# sink logit as an extra softmax column) and names the mistake when it can: a dK/dV mask that swaps
+# query and key, forgets the window or keeps the wrong sink rows; window bounds transposed in the
+# dK/dV loop, a sink tile whose queries stop at the window, `d sink` with the wrong sign or base.
 
 # %% tests="p9_basic" points=1
 autograder.check_backward(9, flash_attention_forward, family="basic")
@@ -887,6 +928,9 @@ results = autograder.bench.benchmark_backward(9, flash_attention_forward)
 #
 # **Common mistakes**
 #
+# * `_visible(offs_n[:, None], offs_m[None, :], ...)`: the right shape, but the key asked as the
+#   query; or the causal mask alone in the dK/dV step, so pairs outside the window (which `pT`,
+#   recomputed from the scores, does not know are hidden) add to dK and dV.
 # * `hi = start_n + BLOCK_N` (the diagonal only) or `start_n - (W - 1)` (the forward's bound): the
 #   window transposed the wrong way. The autograder names it.
 # * Forgetting the sink phase: the gradients of sink keys miss every query past their window.
