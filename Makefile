@@ -51,11 +51,13 @@ test: setup          ## the test suite on this machine's tier (CI runs this)
 test-gpu: setup      ## the GPU tier: full-size cases and benchmarks (needs CUDA)
 	$(PY) -m pytest -q -m gpu
 
-build: setup         ## regenerate notebooks/*.ipynb, release/ and solutions/ from notebooks/*/*.py
+build: setup         ## regenerate notebooks/*.ipynb, release/, solutions/, then re-execute stale tests/executed/ records
 	$(PY) tools/build_course.py
+	$(PY) tools/executed_notebooks.py
 
 check-build: setup   ## fail if anything derived is stale
 	$(PY) tools/build_course.py --check
+	$(PY) tools/executed_notebooks.py --check
 
 clean:
 	rm -rf $(VENV) build

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from autograder.problems import PROBLEMS  # noqa: E402
 from tools import build_course as bc  # noqa: E402
+from tools import executed_notebooks as executed  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REAL_SLUGS = bc.find_slugs(REPO)
@@ -166,65 +167,38 @@ def _secret_and_public_lines(nb):
 
 # ---------------------------------------------------------------------------------------------
 # notebook execution through nbgrader's Validator (the code behind `nbgrader validate`), in
-# subprocesses, all notebooks at once; the executed notebook is kept for the execution tests.
-
-_RUNNER = textwrap.dedent('''\
-    import json, sys
-    from tools.course_format import skip_iri_grammar
-    skip_iri_grammar()         # 5-6 s of every process that imports nbgrader
-    from nbgrader.validator import Validator
-    from traitlets.config import Config
-
-    path, invert, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
-
-    class KeepingValidator(Validator):
-        executed = None
-
-        def _preprocess(self, nb):
-            self.executed = super()._preprocess(nb)
-            return self.executed
-
-    cfg = Config()
-    cfg.Execute.timeout = 600          # per cell: the Triton interpreter is slow
-    cfg.Validator.invert = invert
-    validator = KeepingValidator(config=cfg)
-    results = validator.validate(path)
-    with open(out, "w") as f:
-        json.dump({"results": results, "notebook": validator.executed}, f)
-''')
+# subprocesses, all notebooks at once (tools/executed_notebooks.py). A real notebook's execution is
+# recorded under a content hash in tests/executed/: a current record stands for executing it again.
 
 
-def _execute_all(kind, slugs, build_root, out_dir):
-    """(slug, "source"|"release") -> {"results": validate results, "notebook": executed nb}."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
-    env.setdefault("MPLBACKEND", "Agg")
-    jobs = []
+def _execute_all(slugs, build_root, records=None):
+    """(slug, "source"|"release") -> {"results": validate results, "notebook": executed nb}: the
+    record where one matches the notebook and its inputs (`records`), else a fresh execution."""
+    found, jobs = {}, []
     for slug in slugs:
-        for which, folder in (("source", "notebooks"), ("release", "release")):
-            jobs.append(((slug, which), build_root / folder / slug / f"{slug}.ipynb"))
+        for which, folder in executed.WHICH.items():
+            path = build_root / folder / slug / f"{slug}.ipynb"
+            data = executed.load(slug, which, executed.key(path, which), records) if records else None
+            if data is None:
+                jobs.append(((slug, which), path))
+            else:
+                found[(slug, which)] = data
 
     def run(job):
-        key, path = job
-        out = out_dir / (f"{kind}_{key[0]}_{key[1]}.json")
-        proc = subprocess.run([sys.executable, "-c", _RUNNER, str(path), "1" if key[1] == "release" else "0",
-                               str(out)], env=env, capture_output=True, text=True, timeout=3 * 3600)
-        if proc.returncode or not out.exists():
-            return key, {"error": f"validator crashed (rc={proc.returncode}):\n{proc.stderr[-4000:]}"}
-        data = json.loads(out.read_text())
-        if data["notebook"] is not None:
-            data["notebook"] = nbformat.from_dict(data["notebook"])
-        return key, data
+        (slug, which), path = job
+        return (slug, which), executed.execute(path, which)
 
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        return dict(pool.map(run, jobs))
+    with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        found.update(pool.map(run, jobs))
+    for data in found.values():
+        if data.get("notebook") is not None:
+            data["notebook"] = nbformat.from_dict(data["notebook"])
+    return found
 
 
 @pytest.fixture(scope="session")
 def demo_executions(demo_root, tmp_path_factory):
-    return _execute_all("demo", [DEMO_SLUG], demo_root, tmp_path_factory.mktemp("demo_executions"))
+    return _execute_all([DEMO_SLUG], demo_root)
 
 
 def selected_slugs(session) -> list:
@@ -237,9 +211,9 @@ def selected_slugs(session) -> list:
 
 @pytest.fixture(scope="session")
 def repo_executions(repo_build, tmp_path_factory, request):
-    """The selected real notebooks at once, as many at a time as there are CPU cores."""
-    return _execute_all("repo", selected_slugs(request.session), repo_build,
-                        tmp_path_factory.mktemp("repo_executions"))
+    """The selected real notebooks: recorded executions where current, the others executed here, as
+    many at a time as there are CPU cores."""
+    return _execute_all(selected_slugs(request.session), repo_build, executed.RECORDS)
 
 
 @pytest.fixture
@@ -269,6 +243,46 @@ def _describe(cell, out):
 
 # ---------------------------------------------------------------------------------------------
 # the build itself
+
+
+def test_executed_records_are_current():
+    """tests/executed/ holds a current record of every real notebook's two executions (the key covers
+    the notebook, the autograder and the pinned versions): after a change, `make build` re-executes."""
+    todo = executed.stale(REAL_SLUGS)
+    assert not todo, (f"{len(todo)} stale execution record(s), e.g. tests/executed/{todo[0][0]}.{todo[0][1]}.json: "
+                      "run `make build` (it re-executes only those)")
+
+
+def test_a_record_is_used_only_for_its_own_inputs(tmp_path):
+    """A record stands for its execution only while nothing it depends on changed: one byte of the
+    notebook, of an autograder file or of the pinned versions changes the key."""
+    root = tmp_path / "repo"
+    for rel in ("notebooks/p3_flash_attention_forward/p3_flash_attention_forward.ipynb", "Makefile",
+                "autograder/spec/attention_cases.csv", "autograder/checks/core.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes((REPO / rel).read_bytes())
+    nb = root / "notebooks/p3_flash_attention_forward/p3_flash_attention_forward.ipynb"
+    base = executed.key(nb, "source", root)
+    assert executed.key(nb, "release", root) != base
+    records = tmp_path / "records"
+    records.mkdir()
+    executed.record_path("p3", "source", records).write_text(json.dumps({"key": base, "results": {}}))
+    assert executed.load("p3", "source", base, records) == {"key": base, "results": {}}
+    edits = {"notebooks/p3_flash_attention_forward/p3_flash_attention_forward.ipynb": (b"}", b" }"),
+             "Makefile": (b"TORCH_VERSION  := 2", b"TORCH_VERSION  := 9"),
+             "autograder/spec/attention_cases.csv": (b",", b";"), "autograder/checks/core.py": (b"\n", b"\n\n")}
+    for rel, (old, new) in edits.items():
+        original = (root / rel).read_bytes()
+        assert old in original, (rel, old)
+        (root / rel).write_bytes(original.replace(old, new, 1))
+        changed = executed.key(nb, "source", root)
+        assert changed != base, rel
+        assert executed.load("p3", "source", changed, records) is None
+        (root / rel).write_bytes(original)
+    assert executed.key(nb, "source", root) == base
+    # the Makefile's other lines (targets, messages) do not decide an execution
+    (root / "Makefile").write_bytes((root / "Makefile").read_bytes() + b"\nhelp:\n\techo\n")
+    assert executed.key(nb, "source", root) == base
 
 
 def test_derived_files_are_up_to_date(repo_render):
