@@ -46,7 +46,7 @@ run: setup           ## check every reference solution (+ GPU benchmark table)
 
 test: setup          ## the test suite on this machine's tier (CI runs this)
 	@echo "make test: $(TEST_BANNER) ($(shell nproc 2>/dev/null || echo ?) cores here)"
-	$(PY) -m pytest -q -n auto --dist loadgroup -p no:benchmark
+	$(PY) -m pytest -q -n auto --dist loadgroup -p no:benchmark --durations=15
 
 test-gpu: setup      ## the GPU tier: full-size cases and benchmarks (needs CUDA)
 	$(PY) -m pytest -q -m gpu
