@@ -270,3 +270,16 @@ def test_problem1_hints_speak_pytorch():
 def test_backward_problems_point_to_check_backward(sol):
     with pytest.raises(ValueError, match="check_backward"):
         autograder.check(8, sol)
+
+
+def test_dkdv_mask_diagnoses_replay_the_kernels_pairs():
+    """Problem 9's dK/dV mask diagnoses replay the kernel's phases (the reference's query ranges) with a
+    planted mask: with the right masks the replay must sum exactly the visible pairs, or each of those
+    diagnoses would describe some other kernel."""
+    from autograder.checks.backward import _dkdv_kernel_pairs, _visible
+    from autograder.spec.cases import backward_cases
+    for case in (c for c in backward_cases(9, "cpu") if c.is_causal):
+        N = case.N
+        visible = _visible(case, N, "cpu")
+        sinks = (torch.arange(N)[None, :] < (case.sink_size or 0)).expand(N, N)
+        assert torch.equal(_dkdv_kernel_pairs(case, N, "cpu", visible, sinks), visible), case

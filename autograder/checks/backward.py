@@ -20,6 +20,8 @@ from ..spec import problems
 from ..spec.cases import Case, backward_cases
 from ..spec.masks import attention_mask, dense_mask
 from ..spec.reference import TOLERANCES, dense_attention64
+from ..spec.tiles import backward_tiles
+from ..teaching.schedule import query_ranges
 from ..watch import record
 from ..watch.guard import POISON, Guard
 from .core import (CaseResult, CheckFailed, Failure, NotImplementedYet, fail, inputs_unchanged, layout_hint,
@@ -134,6 +136,67 @@ def _close(got, want, tol):
     return bool(torch.isfinite(got).all()) and bool(((got - want).abs() <= atol * scale + rtol * want.abs()).all())
 
 
+def _dkdv_kernel_pairs(case, N, dev, masked, sink_keys):
+    """[N, N] bool (query i, key j): the pairs Problem 9's dK/dV kernel sums when its masked phases
+    (diagonal, window edge) keep `masked` and its sink phase keeps `sink_keys` (both [N, N] bool,
+    indexed [query, key]). The phases are the reference's (schedule.query_ranges: the course's
+    `_dkdv_ranges` with the wrapper's tiles), so only the step's mask differs; the sink phase runs
+    on the keys of the wrapper's sink blocks only (the sinks rounded up to SINK_BLOCK)."""
+    tiles = backward_tiles(case.D, case.resolved_dtype)
+    bm, bn = tiles["BLOCK_M1"], tiles["BLOCK_N1"]
+    window, sinks = min(case.window_size or N, N), min(case.sink_size or 0, N)
+    sink_block = min(max(1 << max(sinks - 1, 0).bit_length(), 16), tiles["BLOCK_N2"])
+    sink_rows = -(-sinks // sink_block) * sink_block if window < N else 0
+    i, j = torch.arange(N, device=dev)[:, None], torch.arange(N, device=dev)[None, :]
+    pairs = torch.zeros(N, N, dtype=torch.bool, device=dev)
+    for tile, ranges in enumerate(query_ranges(N, bm, bn, True, window, sinks or None)):
+        keys = (j >= tile * bn) & (j < tile * bn + bn)
+        for phase, (lo, hi) in ranges.items():
+            block = (i >= lo) & (i < hi) & keys
+            if phase == "unmasked":
+                pairs |= block
+            elif phase == "sinks":
+                pairs |= block & (j < sink_rows) & sink_keys
+            else:
+                pairs |= block & masked
+    return pairs
+
+
+def _dkdv_mask_hypotheses(case, visible, N, dev):
+    """Problem 9: the dK/dV step's masks people get wrong, each as the pairs its kernel then sums."""
+    i, j = torch.arange(N, device=dev)[:, None], torch.arange(N, device=dev)[None, :]
+    sinks = case.sink_size or 0
+    right_sinks = (j < sinks).expand(N, N)
+    transposed = (" In pT the rows are the keys (offs_n) and the columns the queries (offs_m); "
+                  "_visible(i, j, WINDOW, SINKS) asks whether query i sees key j")
+    hyps = [
+        (visible.T, right_sinks,
+         "dK/dV match a dK/dV kernel whose mask of the transposed tile is flipped: it keeps the pairs in "
+         "which the KEY would see the query (query and key swapped in _visible)." + transposed + "."),
+        ((i >= j).expand(N, N), right_sinks,
+         "dK/dV match a dK/dV kernel whose masked phases keep every query at or after the key, without the "
+         "window (the causal mask alone): pT is recomputed from the scores, so the pairs the window hides "
+         "(i - j >= W, for keys that are not sinks) get nonzero probabilities unless the step masks them."
+         + transposed + ", window and sinks included."),
+        (torch.ones(N, N, dtype=torch.bool, device=dev), right_sinks,
+         "dK/dV match a dK/dV kernel with no mask in its masked phases (diagonal, window edge): there the tile "
+         "holds pairs the forward hides, and pT, recomputed from the scores, counts them." + transposed + "."),
+    ]
+    if sinks:
+        hyps.append((visible, torch.zeros(N, N, dtype=torch.bool, device=dev),
+                     "dK/dV match a dK/dV kernel whose sink phase adds nothing: the sink keys' dK/dV miss every "
+                     "query past their tile's window phases. A key tile holding sinks (start_n < S) is seen by "
+                     "every later query, so its loop goes on to N (the sink phase [hi, sink_hi), sink_hi = N), "
+                     "and there the step's SINK_KEYS mask keeps the rows of pT whose key is a sink "
+                     "(offs_n < SINKS), whatever the query: either that phase is missing or its mask drops them."))
+        hyps.append((visible, (j <= sinks).expand(N, N),
+                     f"dK/dV match a dK/dV kernel whose SINK_KEYS mask keeps key S = {sinks}, the first key after the "
+                     f"sinks, in the sink phase: the sinks are the keys j < S (the rows of pT with offs_n < SINKS), "
+                     f"and past its window key S is seen by no query."))
+    return [(dict(dkdv_pairs=_dkdv_kernel_pairs(case, N, dev, masked, sink_keys)), why)
+            for masked, sink_keys, why in hyps]
+
+
 def _hypotheses(case, problem, visible, N, dev):
     """(keyword arguments of manual_grads, the sentence that names the mistake), most specific first."""
     hyps = [
@@ -168,7 +231,10 @@ def _hypotheses(case, problem, visible, N, dev):
             (dict(group="modulo"), "dK and dV sum the query heads h with h % Hkv == kv_h; the course rule is "
                                    "kv_h = h // GROUP: the group of kv_h is h = kv_h * GROUP + g, g < GROUP."),
         ]
-    if case.is_causal and case.window_size is None and not case.sink_size:
+    spec = problems.get(problem)
+    if case.is_causal and (spec.window or spec.sinks):
+        hyps += _dkdv_mask_hypotheses(case, visible, N, dev)
+    elif case.is_causal and case.window_size is None and not case.sink_size:
         # the dK/dV loop masks only the query tiles on the key tile's diagonal (i and j in one BLOCK_N block)
         idx = torch.arange(N, device=dev)
         for bn in (16, 32, 64, 128):
@@ -203,7 +269,9 @@ def _hypotheses(case, problem, visible, N, dev):
             hyps.append((dict(dkdv_visible=win),
                          "dK/dV of the sink keys miss the queries past their window: a key tile holding "
                          "sinks (start_n < S) is seen by every later query, so its dK/dV loop continues to N "
-                         "(the sink phase, mask j < S)."))
+                         "(the sink phase [hi, sink_hi), sink_hi = N), and there the dK/dV step's SINK_KEYS mask "
+                         "keeps the rows of pT whose key is a sink (offs_n < SINKS): either that phase is "
+                         "missing or its mask drops them."))
     if case.sink_logits:
         hyps += [
             (dict(dsink_sign=1.0), "d sink_h has the wrong sign: d sink_h = -sum_i P_sink_i * delta_i "
