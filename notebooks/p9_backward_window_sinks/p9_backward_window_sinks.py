@@ -897,9 +897,15 @@ check_backward_tile_skipping(9, flash_attention_forward)
 #
 # The capstone of the course: the small GPT of Problem 8, now with a sliding window, sink keys
 # and a learned sink logit per head in every layer, trained with your kernels and with PyTorch's
-# (dense) attention from the same weights. The cell prints the configuration (on the CPU tier a
-# window of 8 keys over 24 tokens, 2 sinks, learned logits; about a minute). The curves must
-# coincide and the loss must clearly fall. **1 point.**
+# attention from the same weights. The cell prints the configuration (on the CPU tier a window of
+# 8 keys over 24 tokens, 2 sinks, learned logits; about a minute). The curves must coincide and the
+# loss must clearly fall. **1 point.**
+#
+# On a GPU this is where the course pays off: four layers over 8 x 4096 tokens, a window of 512
+# keys, 4 sinks. The cell then times a training step with your kernels, with PyTorch's SDPA (which
+# has no window: it needs the dense 4096 x 4096 mask, computes every tile, and loses its
+# FlashAttention backend) and with compiled FlexAttention (the same block-sparse idea as yours,
+# generated from the mask), and prints and plots the three.
 
 # %% tests="p9_training" points=1
 from autograder import capstone
