@@ -391,32 +391,35 @@ def _attn_bwd_sink_sum(
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
     N, N_KV_HEADS, SINKS, N_CHUNKS, N_BH,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, SINK_BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, SINK_BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
-    # one program per key row n of a sink tile (and batch, K/V head): the window partial, plus
-    # (a sink row) its N_CHUNKS sink-phase partials, BLOCK_C at a time in a fixed order; one rounding
-    rows = tl.cdiv(SINKS, BLOCK_N) * BLOCK_N
-    n = tl.program_id(0) % rows
-    off_bh = tl.program_id(0) // rows
+    # one program per ROWS key rows of a sink tile (and batch, K/V head): the window partials, plus
+    # (rows of a sink block) their N_CHUNKS sink-phase partials, BLOCK_C chunks at a time in a fixed
+    # order; one rounding
+    blocks = tl.cdiv(SINKS, BLOCK_N) * BLOCK_N // ROWS
+    offs_r = tl.program_id(0) % blocks * ROWS + tl.arange(0, ROWS)                   # key rows
+    off_bh = tl.program_id(0) // blocks
     b = off_bh // N_KV_HEADS
     kv_h = off_bh % N_KV_HEADS
     offs_d = tl.arange(0, HEAD_DIM)
-    window = ((n // BLOCK_N * N_BH + off_bh).to(tl.int64) * BLOCK_N + n % BLOCK_N) * HEAD_DIM + offs_d
+    window = (((offs_r // BLOCK_N * N_BH + off_bh).to(tl.int64) * BLOCK_N + offs_r % BLOCK_N) * HEAD_DIM)[:, None] \
+        + offs_d[None, :]                                                            # [ROWS, HEAD_DIM]
     dk = tl.load(WDK_ptr + window)
     dv = tl.load(WDV_ptr + window)
-    if n < tl.cdiv(SINKS, SINK_BLOCK) * SINK_BLOCK:
-        offs_c = tl.arange(0, BLOCK_C)
-        for c0 in range(0, N_CHUNKS, BLOCK_C):
-            part = (((n // SINK_BLOCK * N_CHUNKS + c0 + offs_c[:, None]) * N_BH + off_bh).to(tl.int64)
-                    * SINK_BLOCK + n % SINK_BLOCK) * HEAD_DIM + offs_d[None, :]
-            in_chunks = c0 + offs_c[:, None] < N_CHUNKS
-            dk += tl.sum(tl.load(SDK_ptr + part, mask=in_chunks, other=0.0), axis=0)
-            dv += tl.sum(tl.load(SDV_ptr + part, mask=in_chunks, other=0.0), axis=0)
-    if n < N:
-        tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh + n * stride_dkn
-                 + offs_d * stride_dkd, dk.to(DK_ptr.dtype.element_ty))
-        tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh + n * stride_dvn
-                 + offs_d * stride_dvd, dv.to(DV_ptr.dtype.element_ty))
+    sink_row = (offs_r < tl.cdiv(SINKS, SINK_BLOCK) * SINK_BLOCK)[None, :, None]
+    offs_c = tl.arange(0, BLOCK_C)[:, None, None]
+    for c0 in range(0, N_CHUNKS, BLOCK_C):                                            # [BLOCK_C, ROWS, HEAD_DIM]
+        part = ((((offs_r // SINK_BLOCK * N_CHUNKS)[None, :, None] + c0 + offs_c) * N_BH + off_bh).to(tl.int64)
+                * SINK_BLOCK + (offs_r % SINK_BLOCK)[None, :, None]) * HEAD_DIM + offs_d[None, None, :]
+        take = sink_row & (c0 + offs_c < N_CHUNKS)
+        dk += tl.sum(tl.load(SDK_ptr + part, mask=take, other=0.0), axis=0)
+        dv += tl.sum(tl.load(SDV_ptr + part, mask=take, other=0.0), axis=0)
+    in_rows = offs_r[:, None] < N
+    tl.store(DK_ptr + b.to(tl.int64) * stride_dkb + kv_h.to(tl.int64) * stride_dkh + offs_r[:, None] * stride_dkn
+             + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty), mask=in_rows)
+    tl.store(DV_ptr + b.to(tl.int64) * stride_dvb + kv_h.to(tl.int64) * stride_dvh + offs_r[:, None] * stride_dvn
+             + offs_d[None, :] * stride_dvd, dv.to(DV_ptr.dtype.element_ty), mask=in_rows)
 
 
 @triton.jit
@@ -547,10 +550,13 @@ class FlashAttention(torch.autograd.Function):
             BLOCK_M=bm, BLOCK_N=bn, SINK_BLOCK=sink_block, **common)
         if n_extra:
             # (one chunk at a time on the CPU: in the small cases the loop then takes several steps)
-            _attn_bwd_sink_sum[(sink_rows * n_bh,)](
+            # 16 rows a program; a few chunks at a time on a GPU (registers), all of them in the
+            # interpreter (numpy: one big array beats many small ones)
+            rows = 16
+            _attn_bwd_sink_sum[(sink_rows // rows * n_bh,)](
                 dk, dv, *window_parts, *sink_parts, *dk.stride(), *dv.stride(), N, Hkv, sinks, n_chunks, n_bh,
-                HEAD_DIM=D, BLOCK_N=bn, SINK_BLOCK=sink_block,
-                BLOCK_C=min(triton.next_power_of_2(n_chunks), 32 if q.is_cuda else 1))
+                HEAD_DIM=D, BLOCK_N=bn, SINK_BLOCK=sink_block, ROWS=rows,
+                BLOCK_C=min(triton.next_power_of_2(n_chunks), 4 if q.is_cuda else 64))
         _attn_bwd_dq[(n_tiles * B * Hq,)](
             q, k, v, do, lse, delta, dq, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
             *dq.stride(), N, Hq, sm_scale * LOG2E, sm_scale, window, sinks,

@@ -51,7 +51,7 @@ for causal in ((True, False) if int(cap) >= 80 else (True,)):   # the T4: the ca
     build(m._attn_bwd_dq, dict(base, BLOCK_M=int(bm2), BLOCK_N=int(bn2), **sink_block))
 build(m._attn_bwd_delta, dict(HEAD_DIM=128, BLOCK_M=int(bm2), **sinks))
 if p9:
-    build(m._attn_bwd_sink_sum, dict(HEAD_DIM=128, BLOCK_N=int(bn1), BLOCK_C=32, **sink_block))
+    build(m._attn_bwd_sink_sum, dict(HEAD_DIM=128, BLOCK_N=int(bn1), ROWS=16, BLOCK_C=4, **sink_block))
 print("compiled")
 '''
 
