@@ -99,18 +99,18 @@ plots.show_backward_tiles(96, 16, 32, is_causal=True, window_size=40, sink_size=
 # ### The sink logit's gradient
 #
 # Write `lse_i = log(e^{sink_h} + sum_j e^{s_ij})` and `P_sink_i = exp(sink_h - lse_i)`, the
-# weight of "nothing". Two facts give everything:
+# weight of "nothing". Three facts are enough to derive `dL / d sink_h` yourself:
 #
 # * the formulas of Problem 8 are unchanged: `O_i = sum_j P_ij v_j` and `dS_ij = P_ij (dP_ij - delta_i)`
 #   with `delta_i = dO_i . O_i` (the sink only changes `lse`, which the forward stores);
-# * `O_i = sum_j exp(s_ij - lse_i) v_j` depends on `sink_h` only through `lse_i`, and
-#   `d O_i / d lse_i = -O_i` (every weight `exp(s_ij - lse_i)` is scaled by `exp(-d lse)`); with
-#   `d lse_i / d sink_h = P_sink_i` the chain rule gives `d O_i / d sink_h = -P_sink_i O_i`, and
+# * `O_i = sum_j exp(s_ij - lse_i) v_j` depends on `sink_h` only through `lse_i`: what happens to
+#   every weight `exp(s_ij - lse_i)`, hence to `O_i`, when `lse_i` grows by a small `eps`?
+# * `d lse_i / d sink_h` is the derivative of a log-sum-exp with respect to one of its terms.
 #
-# $$\frac{\partial L}{\partial\, \mathrm{sink}_h} = \sum_{b,\,i} dO_i \cdot \frac{\partial O_i}{\partial\, \mathrm{sink}_h} = -\sum_{b,\,i} P_{\mathrm{sink},i}\, \delta_i .$$
-#
-# One more term in the kernel that already computes `delta`. In base 2, with the stored
-# `lse2 = lse * log2(e)`: `P_sink_i = exp2(sink_h * log2(e) - lse2_i)`.
+# Chain them: `dL / d sink_h = sum over b, i of dO_i . (d O_i / d sink_h)`. The result is one more
+# term in the kernel that already computes `delta`; mind its sign (raising a sink logit takes
+# probability away from every key). The forward stores `lse` in base 2, `lse2 = lse * log2(e)`,
+# so write `P_sink` with `exp2`.
 #
 # The forward starts each row's online softmax *from the sink*: `m_i = sink_h * log2(e)`, `l_i = 1`
 # (a key with score `sink_h` and value 0), so `lse2` includes it and no row is ever empty.
@@ -269,11 +269,12 @@ def _attn_fwd(
 # ## delta, and the sink logit's gradient
 #
 # **Your part 1.** The kernel computes `delta` for one query tile of one head (given). When the
-# model has sink logits, add this tile's share of `d sink_h`: load `sink_h` (`Sink_ptr + h`) and the
-# tile's `lse2` (`LSE_ptr + off_bh * N + offs_m`, laid out as `delta` is stored; rows past `N` with
-# `other=float("inf")`, so they count 0), compute `P_sink = exp2(sink_h * log2(e) - lse2)`, and
-# store `-sum(P_sink * delta)` at `DSink_ptr + pid`. The wrapper sums the partial results of all
-# tiles and batches (a `[B, Hq, n_tiles]` tensor, `.sum((0, 2))`): deterministic, no atomics.
+# model has sink logits, add this tile's share of `d sink_h`: the sum over the tile's rows of the
+# term you derived above. `sink_h` is at `Sink_ptr + h`; the tile's `lse2` is laid out as `delta`
+# is stored (rows past `N` must contribute 0: which `other=` value makes their `P_sink` vanish?).
+# Store the share at `DSink_ptr + pid`: the wrapper sums the partial results of all tiles and
+# batches (a `[B, Hq, n_tiles]` tensor, `.sum((0, 2))`): deterministic, no atomics. A kernel cannot
+# read the notebook's `LOG2E` (see the note where it is defined).
 
 # %% solution="p9_dsink" export=true
 @triton.jit
@@ -940,9 +941,9 @@ results = autograder.bench.benchmark_backward(9, flash_attention_forward)
 #
 # **Common mistakes**
 #
-# * `_visible(offs_n[:, None], offs_m[None, :], ...)`: the right shape, but the key asked as the
-#   query; or the causal mask alone in the dK/dV step, so pairs outside the window (which `pT`,
-#   recomputed from the scores, does not know are hidden) add to dK and dV.
+# * In the transposed tile, `_visible` asked about the key as if it were the query (the shape comes
+#   out right, the pairs do not); or the causal mask alone in the dK/dV step, so pairs outside the
+#   window (which `pT`, recomputed from the scores, does not know are hidden) add to dK and dV.
 # * `hi = start_n + BLOCK_N` (the diagonal only) or `start_n - (W - 1)` (the forward's bound): the
 #   window transposed the wrong way. The autograder names it.
 # * Forgetting the sink phase: the gradients of sink keys miss every query past their window.
