@@ -319,9 +319,15 @@ def check_backward_tile_skipping(problem: int, fn, verbose: bool = True) -> Skip
     sizes = (_WINDOW_N, 2 * _WINDOW_N)
     mask = dict(is_causal=True, window_size=_WINDOW_W, sink_size=_SINKS)
     visits = {}
+    from ..progress import tqdm_class
+    runs = [(name, watch, m) for name, watch in (("query", "q"), ("key", "k")) for m in sizes]
     try:
-        for name, watch in (("query", "q"), ("key", "k")):
-            visits[name] = tuple(_count_backward_loads(problem, fn, m, watch) for m in sizes)
+        # four interpreted forward + backward passes (~10 s each on 2 cores): a bar says where it is
+        with tqdm_class()(runs, desc=f"Problem {problem}: counting tile loads", disable=not verbose,
+                          leave=False) as bar:
+            for name, watch, m in bar:
+                bar.set_postfix_str(f"{name} tiles at N={m}", refresh=True)
+                visits[name] = visits.get(name, ()) + (_count_backward_loads(problem, fn, m, watch),)
     except Exception as exc:   # noqa: BLE001 - the release stub raises inside the kernel
         if not_implemented(exc):
             raise NotImplementedYet.of(f"Problem {problem}") from None
