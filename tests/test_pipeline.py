@@ -887,7 +887,6 @@ def test_given_kernels_keep_the_predicate_of_their_source():
     Problem 7's predicate with its indices broadcast by the caller" (and the dK/dV step's transposed tile
     is its transpose); all three are the autograder's mask."""
     import numpy as np
-    import torch
     from autograder import masks
     if not _have(6, 7, 9):
         pytest.skip("notebook missing")

@@ -152,15 +152,14 @@ def flex_attention_fn():
             block_masks[key] = create_block_mask(
                 lambda b, h, q_idx, kv_idx: (kv_idx == N) | visible(q_idx, kv_idx) if extra
                 else visible(q_idx, kv_idx), None, None, N, N + extra, device=q.device)
-        score_mod = None
-        if extra:
-            zeros = k.new_zeros(B, k.shape[1], 1, D)
-            k, v = torch.cat([k, zeros], 2), torch.cat([v, zeros], 2)
-            sink = sink_logits
+        if not extra:
+            return compiled(q, k, v, block_mask=block_masks[key], enable_gqa=Hq != k.shape[1])
+        zeros = k.new_zeros(B, k.shape[1], 1, D)
+        k, v = torch.cat([k, zeros], 2), torch.cat([v, zeros], 2)
 
-            def score_mod(score, b, h, q_idx, kv_idx):
-                return torch.where(kv_idx == N, sink[h].to(score.dtype), score)
-        return compiled(q, k, v, score_mod=score_mod, block_mask=block_masks[key], enable_gqa=Hq != k.shape[1])
+        def sink_score(score, b, h, q_idx, kv_idx):
+            return torch.where(kv_idx == N, sink_logits[h].to(score.dtype), score)
+        return compiled(q, k, v, score_mod=sink_score, block_mask=block_masks[key], enable_gqa=Hq != k.shape[1])
     return run
 
 
