@@ -23,10 +23,27 @@ def _named(fn, name):
     return fn
 
 
+def broadcast_shape(*shapes) -> tuple:
+    """torch.broadcast_shapes of plain sizes (RuntimeError when they do not broadcast). torch's own (2.13)
+    imports torch.fx's symbolic shapes and sympy on its first call: about a second of every process."""
+    out = []
+    for shape in shapes:
+        shape = tuple(shape)
+        if len(shape) > len(out):
+            out[:0] = [1] * (len(shape) - len(out))
+        for i, d in enumerate(shape, len(out) - len(shape)):
+            if d < 0:
+                raise RuntimeError(f"broadcast_shape: negative size {d} in {shape}")
+            if out[i] == 1:
+                out[i] = d
+            elif d != 1 and d != out[i]:
+                raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+    return tuple(out)
+
+
 def full(q_idx, kv_idx):
     """Every key visible (non-causal attention)."""
-    return torch.ones(torch.broadcast_shapes(q_idx.shape, kv_idx.shape), dtype=torch.bool,
-                      device=q_idx.device)
+    return torch.ones(broadcast_shape(q_idx.shape, kv_idx.shape), dtype=torch.bool, device=q_idx.device)
 
 
 def causal(q_idx, kv_idx):

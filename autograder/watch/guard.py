@@ -54,6 +54,7 @@ from torch.utils._pytree import tree_leaves
 
 from . import gpu_compile, record
 from ..spec import reference
+from ..spec.masks import broadcast_shape
 from .probe import InterpreterProbe
 
 aten = torch.ops.aten
@@ -114,7 +115,7 @@ def _elements(sizes):
     of them all (an elementwise outer product touches more than either input)."""
     n = max((math.prod(s) for s in sizes), default=0)
     try:
-        n = max(n, math.prod(torch.broadcast_shapes(*sizes))) if len(sizes) > 1 else n
+        n = max(n, math.prod(broadcast_shape(*sizes))) if len(sizes) > 1 else n
     except (RuntimeError, ValueError):
         pass
     return n
@@ -615,5 +616,26 @@ class Guard(TorchDispatchMode):
         return None
 
 
+def _dispatch_without_dynamo_import(raw):
+    """What torch's `_disable_dynamo` wrapper of Guard.__torch_dispatch__ calls (torch 2.13 wraps every
+    mode's dispatch in one): `raw` as it is while nothing can be compiling, torch._dynamo's disable of it
+    once something might. torch's own first call imports torch._dynamo to build that disable, 1.5-4 s of every
+    grading kernel and check process, where nothing compiles: no eval-frame callback is set before
+    torch._dynamo is imported (torch.compile imports it), and without one `disable` has nothing to turn off."""
+    import importlib
+    callback = torch._C._dynamo.eval_frame.get_eval_frame_callback
+
+    def call(*args, **kwargs):
+        if "torch._dynamo" in sys.modules or callback() is not None:
+            real = importlib.import_module("torch._dynamo").disable(raw, recursive=True, wrapping=False)
+            setattr(raw, "__dynamo_disable", real)      # what torch's wrapper caches there itself
+            return real(*args, **kwargs)
+        return raw(*args, **kwargs)
+    return call
+
+
+_raw_dispatch = getattr(Guard.__dict__["__torch_dispatch__"], "__wrapped__", None)
+if _raw_dispatch is not None and getattr(_raw_dispatch, "__dynamo_disable", None) is None:
+    setattr(_raw_dispatch, "__dynamo_disable", _dispatch_without_dynamo_import(_raw_dispatch))
 _FROZEN[Guard] = dict(vars(Guard))
 _FROZEN[TorchDispatchMode] = dict(vars(TorchDispatchMode))
