@@ -144,6 +144,11 @@ def run_autograde(course: Path, student: str, slug: str, dst_dir: Path, cell_tim
     if memory_limit is None:
         memory_limit = parse_size(DEFAULT_MEMORY_LIMIT)
     cfg.Execute.kernel_name = sandboxed_kernel(course, student, slug, dst_dir, sandbox, result, memory_limit)
+    # after the last cell the kernel is killed, not asked to exit: every output and recording is in by then
+    # (a cell ends when the kernel is idle again, a recording is renamed into place inside its call), and
+    # a kernel that imported torch takes ~1.7 s to tear its modules down. What it started dies with it
+    # (the PID namespace; kill_marked for --sandbox none), as after a kernel that did not stop.
+    cfg.Execute.shutdown_kernel = "immediate"
     cfg.Autograde.force = True
     cfg.Autograde.create_student = True
     # the rebuilt notebook already holds the source's locked cells (OverwriteCells would also
