@@ -4,9 +4,9 @@
 
 The student's kernel recorded every call a check made of the student's functions (autograder.record).
 Here the graded cells of the rebuilt notebook (hidden tests included) run once more, with fresh
-`autograder` and `torch`, the notebook's own imports, and a stand-in for each name the cells take
-from earlier cells (the student's functions): a stand-in answers a call with the recorded outputs for
-the same inputs. No student code runs in this process. Writes {grade_id: {"ok": bool, "why": str}}.
+`autograder` and `torch`, the notebook's own imports (those that bind a name the graded cells read),
+and a stand-in for each name the cells take from earlier cells (the student's functions): a stand-in
+answers a call with the recorded outputs for the same inputs. No student code runs in this process. Writes {grade_id: {"ok": bool, "why": str}}.
 
 The grader's side (tools/grading/replay/__init__.py) runs this file by path and imports `free_names`
 from it: standard library only at import. Run, it takes `autograder` from the installed course and
@@ -52,6 +52,23 @@ def import_lines(source: str) -> list[str]:
     return [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
+def bound_names(import_line: str) -> set | None:
+    """The names an import statement binds (None for `from m import *`)."""
+    node = ast.parse(import_line).body[0]
+    if any(a.name == "*" for a in node.names):
+        return None
+    return {a.asname or a.name.split(".")[0] for a in node.names}
+
+
+def read_names(source: str) -> set:
+    """Every name a cell reads."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
 def _meta(cell):
     return cell.get("metadata", {}).get("nbgrader", {})
 
@@ -64,11 +81,17 @@ def replay(nb) -> dict:
 
     ns = {"__name__": "__main__"}
     quiet = io.StringIO()
+    # an import whose names no graded cell reads changes nothing here (P3's plotting import: matplotlib, ~1 s)
+    wanted = set().union(*(read_names(c["source"]) for c in nb["cells"]
+                           if c["cell_type"] == "code" and _meta(c).get("grade")))
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         exec("import autograder", ns)
         for cell in nb["cells"]:
             if cell["cell_type"] == "code" and not _meta(cell).get("solution") and not _meta(cell).get("grade"):
                 for line in import_lines(cell["source"]):
+                    names = bound_names(line)
+                    if names is not None and not names & wanted:
+                        continue
                     try:
                         exec(line, ns)
                     except Exception:   # noqa: BLE001 - an import the graded cells may not need
