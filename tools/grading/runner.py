@@ -19,7 +19,7 @@ from .autograde_one import RUN_ID, finish_zero
 from .course import UsageError, refused, require_course, submissions
 from .collect import sync_gradebook
 from .results import keep_feedback_notes, load_result, release_digest, save_result, save_run, submission_digest
-from .sandbox import choose_sandbox, kill_marked, kill_tree, launcher, plan_file, release_memory
+from .sandbox import choose_sandbox, cover_once, kill_marked, kill_tree, launcher, plan_file, release_memory
 
 
 def run_one(course, student, slug, args, env_extra=None) -> dict:
@@ -146,11 +146,12 @@ def local_autograde(course, todo, args, run_id) -> list:
     for slot in slots or [None] * max(1, args.jobs):
         free.put(slot)
     bar = Progress(len(todo), "autograde")
+    cover = cover_once(args.sandbox)
 
     def one(item):
         slot = free.get()
         try:
-            extra = {RUN_ID: run_id}
+            extra = {RUN_ID: run_id, **cover}
             if slot is not None:
                 extra["CUDA_VISIBLE_DEVICES"] = slot
             r = run_one(course, *item, args, extra)
@@ -210,7 +211,8 @@ def cmd_shard(args) -> int:
     """`grade.py _shard --units FILE`: a Slurm task's share of a run, one unit after the other."""
     spec = json.loads(Path(args.units).read_text())
     args.sandbox = choose_sandbox(args.sandbox)[0]
+    cover = cover_once(args.sandbox)
     for student, slug in spec["units"]:
-        r = run_one(args.course, student, slug, args, {RUN_ID: spec["run_id"]})
+        r = run_one(args.course, student, slug, args, {RUN_ID: spec["run_id"], **cover})
         print(unit_line(r), flush=True)
     return 0

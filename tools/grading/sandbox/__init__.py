@@ -107,6 +107,35 @@ def covered_paths(exposed: list[str]) -> list[str]:
     return sorted(str(p) for p in cover)
 
 
+# a run's walk of the exposed trees (covered_paths), done once by the process that starts its units and
+# passed to each `grade.py _one` (never to a kernel: KERNEL_ENV is an allowlist)
+COVER_ENV = "FA_COURSE_SANDBOX_COVER"
+
+
+def cover_once(mode: str) -> dict:
+    """{COVER_ENV: the exposed paths and covered_paths of them} for the units of one run, {} for mode none
+    (or a list too long for an environment variable: each unit walks then). A directory can only become
+    world-writable inside an exposed tree by its owner's hand (a world-writable one is covered whole,
+    with everything later made below it): the walk at the start of a run holds for all of its units."""
+    if mode != "namespace":
+        return {}
+    exposed = exposed_paths()
+    text = json.dumps({"expose": exposed, "cover": covered_paths(exposed)})
+    return {COVER_ENV: text} if len(text) < 100_000 else {}
+
+
+def _cover(exposed: list[str]) -> list[str]:
+    """covered_paths(exposed), from the run's walk (COVER_ENV) when it walked the same trees."""
+    try:
+        given = json.loads(os.environ.get(COVER_ENV) or "null")
+    except ValueError:
+        given = None
+    if isinstance(given, dict) and given.get("expose") == exposed and isinstance(given.get("cover"), list) \
+            and all(isinstance(p, str) for p in given["cover"]):
+        return given["cover"]
+    return covered_paths(exposed)
+
+
 def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode: str, result: dict,
                      memory_limit: int = 0) -> str:
     """Write this submission's jail, sandbox plan and kernelspec; return the kernel name to run.
@@ -123,7 +152,7 @@ def sandboxed_kernel(course: Path, student: str, slug: str, workdir: Path, mode:
     env.update(MPLBACKEND="Agg", AUTOGRADER_GRADING="1", AUTOGRADER_RECORD=str(jail / ".records"))
     (jail / ".records").mkdir()
     plan = {"mode": mode, "jail": str(jail), "marker": os.environ.get(launcher.MARKER) or secrets.token_hex(8),
-            "expose": exposed, "cover": covered_paths(exposed) if mode == "namespace" else [], "env": env,
+            "expose": exposed, "cover": _cover(exposed) if mode == "namespace" else [], "env": env,
             "memory_limit": int(memory_limit), "gpu": env.get("AUTOGRADER_TIER") != "cpu" and _gpu_nodes(),
             "kernel_argv": [sys.executable, "-m", "ipykernel_launcher"]}
     plan_path = plan_file(course, student, slug)
