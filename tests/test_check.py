@@ -283,3 +283,25 @@ def test_dkdv_mask_diagnoses_replay_the_kernels_pairs():
         visible = _visible(case, N, "cpu")
         sinks = (torch.arange(N)[None, :] < (case.sink_size or 0)).expand(N, N)
         assert torch.equal(_dkdv_kernel_pairs(case, N, "cpu", visible, sinks), visible), case
+
+
+def test_a_dot_of_mixed_dtypes_is_explained():
+    """A float32 tile fed to tl.dot next to a float16 one (P or dS not cast): the interpreter's error
+    names the dtypes; the check adds what to do about it."""
+    import triton.language as tl
+
+    @triton.jit
+    def _mixed(X_ptr, Y_ptr):
+        offs = tl.arange(0, 16)
+        x = tl.load(X_ptr + offs[:, None] * 16 + offs[None, :])
+        tl.store(Y_ptr + offs[:, None] * 16 + offs[None, :], tl.dot(x.to(tl.float32), x))
+
+    def fn(q, k, v, is_causal=False, window_size=None, sink_size=None):
+        out = torch.empty(16, 16, dtype=torch.float32, device=q.device)
+        _mixed[(1,)](torch.ones(16, 16, dtype=torch.float16, device=q.device), out)
+        return q
+
+    case = autograder.Case("basic", 1, 1, 1, 16, 16, seed=0)
+    with pytest.raises(AssertionError) as info:
+        autograder.check(3, fn, cases=[case], verbose=False)
+    assert "same dtype" in str(info.value) and ".to(<the other operand's dtype>)" in str(info.value)

@@ -70,6 +70,10 @@ def raised(problem, case, exc, what, reproduce, hints=()):
     if "out of bounds" in summary.lower() or "illegal memory" in summary.lower():
         hints = [*hints, "a load or store touched memory outside the tensor: every tl.load / tl.store of a "
                          "tile that can stick out of the tensor needs mask=..."]
+    if "must be same dtype" in summary or "must have the same dtype" in summary:
+        hints = [*hints, "tl.dot takes two operands of one dtype: a tile computed in float32 (probabilities, "
+                         "dS) goes in as .to(<the other operand's dtype>), and the dot still accumulates in "
+                         "float32 (16-bit inputs are what the tensor cores multiply)"]
     fail(case, problem, f"{what} raised {summary}", [*hints, reproduce])
 
 

@@ -397,9 +397,12 @@ def _attn_bwd_dkdv(
 #
 # **Your part 3: one step.** `_bwd_dq_step` holds the query tile `q, do` (`[BLOCK_M, HEAD_DIM]`),
 # its `lse` and `delta` (`[BLOCK_M]`) and the accumulator `dq`; it loads one key tile `k, v`
-# (given) and adds that tile's contribution: the same `p` and `ds` as in part 1, untransposed,
-# then `dq += ds @ k`. Masks, chosen by `MASK` as in the forward: `BOUNDS` = keys past `N` (the
-# ragged last tile, non-causal), `CAUSAL` = `j <= i`; `p = 0` where the key is not visible.
+# (given) and adds that tile's contribution to `dq`: part 1's quantities, now with queries as the
+# rows (which row-wise values need no transposing any more?), and the row of the table above that
+# gives `dQ`. Masks, chosen by `MASK` as in the forward: `CAUSAL` (`j <= i`) must set `p` to 0
+# where the key is not visible. `BOUNDS` (keys past `N`, the ragged last tile of a non-causal
+# row) is cheaper than it looks: keys past `N` load as zeros, so work out whether their `p` can
+# reach `dq` at all before you mask it (the checks cover ragged `N` either way).
 
 # %% solution="p8_dq_step" export=true
 @triton.jit
@@ -654,8 +657,8 @@ results = autograder.bench.benchmark_backward(8, flash_attention_forward)
 # %% [markdown]
 # ## What to take away
 #
-# * The backward of attention is five matrix products per tile (`qk`, `pT @ do`, `v @ do^T`,
-#   `dsT @ q` in one kernel; `qk`, `do @ v^T`, `ds @ k` in the other) around one `exp2`.
+# * The backward of attention is seven matrix products per pair of tiles, four in the dK/dV
+#   kernel and three in the dQ kernel (the scores are recomputed in both), around one `exp2` each.
 # * **Recompute, don't store**: `P` costs `N^2` memory; `lse` costs `N`. The forward's one extra
 #   store buys a backward with the forward's memory footprint.
 # * **`delta = rowsum(dO * O)`** turns the softmax's gradient into a per-row subtraction.
@@ -667,8 +670,9 @@ results = autograder.bench.benchmark_backward(8, flash_attention_forward)
 #
 # **Common mistakes**
 #
-# * `dsT = pT * dpT`: `delta` forgotten. `dV` is right, `dQ` and `dK` are not.
+# * `dS` without its `delta` term: `dV` is right, `dQ` and `dK` are not.
 # * `exp(qk - lse)` with base-2 scores, or a natural-log `lse` with `exp2`: every `P` is off by a
 #   per-row factor.
-# * `dk = tl.zeros(...)` inside the group loop: only the last query head's contribution survives.
+# * The accumulators started afresh for every head of the group: only the last query head's
+#   contribution survives.
 # * The scale: `qk_scale` (with `log2(e)`) inside `exp2`, `sm_scale = 1/sqrt(D)` on `dQ` and `dK`.
