@@ -100,6 +100,18 @@ def test_replacing_the_guard_is_refused():
         return _sdpa(q, k, v, **kw)
     fails(4, replace_run, "InterpretedFunction.run was replaced")
 
+    def replace_cached_disable(q, k, v, **kw):
+        # torch's wrapper of a mode's __torch_dispatch__ calls what it finds in the raw function's
+        # __dynamo_disable attribute: a pass-through there would be a guard that sees nothing
+        raw = Guard.__dict__["__torch_dispatch__"].__wrapped__
+        setattr(raw, "__dynamo_disable", lambda self, func, types, args=(), kwargs=None: func(*args, **(kwargs or {})))
+        _noop_kernel[(1,)](q)
+        return _sdpa(q, k, v, **kw)
+    if hasattr(Guard.__dict__["__torch_dispatch__"], "__wrapped__"):     # torch wraps it (2.13)
+        fails(4, replace_cached_disable, "__dynamo_disable was replaced")
+        assert getattr(Guard.__dict__["__torch_dispatch__"].__wrapped__, "__dynamo_disable") \
+            in guard_module._DISPATCH_DISABLES                                                      # put back
+
     def clear_flag(q, k, v, **kw):
         _noop_kernel[(1,)](q)
         autograder.reference._inside_check = False

@@ -467,6 +467,9 @@ class Guard(TorchDispatchMode):
             if frozen is not None:
                 _put_back(cls, frozen, f"{cls.__name__}.", t)
         _put_back(_pd, _PD_FUNCTIONS, "torch.utils._python_dispatch.", t, callable)
+        if _raw_dispatch is not None and getattr(_raw_dispatch, "__dynamo_disable", None) not in _DISPATCH_DISABLES:
+            t.append("Guard.__torch_dispatch__.__wrapped__.__dynamo_disable was replaced")
+            setattr(_raw_dispatch, "__dynamo_disable", next(iter(_DISPATCH_DISABLES)))
         for module, attr, wrapper in _TRIPWIRES:
             if getattr(module, attr, None) is not wrapper:
                 t.append(f"{module.__name__}.{attr} was replaced")
@@ -628,14 +631,20 @@ def _dispatch_without_dynamo_import(raw):
     def call(*args, **kwargs):
         if "torch._dynamo" in sys.modules or callback() is not None:
             real = importlib.import_module("torch._dynamo").disable(raw, recursive=True, wrapping=False)
+            _DISPATCH_DISABLES.add(real)
             setattr(raw, "__dynamo_disable", real)      # what torch's wrapper caches there itself
             return real(*args, **kwargs)
         return raw(*args, **kwargs)
     return call
 
 
+# what may sit in the raw dispatch's __dynamo_disable (torch's wrapper calls it instead of the method):
+# ours, or torch._dynamo's disable of the raw method; anything else is a replaced guard (see _verify)
+_DISPATCH_DISABLES = set()
 _raw_dispatch = getattr(Guard.__dict__["__torch_dispatch__"], "__wrapped__", None)
-if _raw_dispatch is not None and getattr(_raw_dispatch, "__dynamo_disable", None) is None:
-    setattr(_raw_dispatch, "__dynamo_disable", _dispatch_without_dynamo_import(_raw_dispatch))
+if _raw_dispatch is not None:
+    if getattr(_raw_dispatch, "__dynamo_disable", None) is None:
+        setattr(_raw_dispatch, "__dynamo_disable", _dispatch_without_dynamo_import(_raw_dispatch))
+    _DISPATCH_DISABLES.add(getattr(_raw_dispatch, "__dynamo_disable"))
 _FROZEN[Guard] = dict(vars(Guard))
 _FROZEN[TorchDispatchMode] = dict(vars(TorchDispatchMode))
