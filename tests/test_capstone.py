@@ -63,3 +63,26 @@ def test_step_time_table_says_why_flexattention_is_missing(capsys):
     assert ms["your kernels"] == pytest.approx(10.0) and ms["PyTorch SDPA"] == pytest.approx(20.0)
     assert "2.00x your time" in out and "3 k tokens/s" in out
     assert "FlexAttention" not in ms and "FlexAttention: not measured" in out
+
+
+def test_gpu_task_draws_each_sequence_from_its_own_few_tokens():
+    """The GPU capstone's data: every sequence uses at most `alphabet` distinct tokens, different
+    sequences different ones, so the loss can fall from ln(vocab) to ln(alphabet) only by attending
+    to the tokens seen so far."""
+    cfg = capstone.config(9, tier="gpu")
+    assert cfg.task == "subset" and cfg.seq_len >= 4096 and cfg.window_size == 512 and cfg.sink_size == 4
+    small = capstone.Config(task="subset", vocab=64, alphabet=4, seq_len=200, batch=5, steps=3)
+    tokens = capstone.batches(small, seed=3)
+    assert tokens.shape == (3, 5, 201) and int(tokens.max()) < 64
+    sets = [frozenset(row.tolist()) for row in tokens.reshape(-1, 201)]
+    assert all(len(s) == 4 for s in sets) and len(set(sets)) > 10
+    assert "drawn from a random 4 of 64" in small.describe()
+
+
+def test_a_configuration_that_does_not_learn_is_said_not_graded(capsys):
+    """When PyTorch's own curve does not fall (the course's configuration), the cell still grades only
+    the match: it prints a note instead of failing the student."""
+    cfg = capstone.Config(steps=4)
+    history = capstone.train_and_compare(capstone.reference_attention_torch, problem=8, cfg=cfg, plot=False)
+    assert history["learned"] is False
+    assert "a problem of the course's configuration, not of your code" in capsys.readouterr().out
