@@ -19,6 +19,10 @@ GROUPS = {
 }
 
 
+# tryfirst: xdist's worker reads the markers in its own pytest_collection_modifyitems, which pluggy calls
+# before a conftest's; without it the groups were ignored and every worker computed the shared fixtures
+# itself (both graded all 105 mutants; tests/test_xdist_groups.py)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = GROUPS.get(item.module.__name__.rpartition(".")[2]) if item.module else None
