@@ -86,3 +86,22 @@ def test_a_configuration_that_does_not_learn_is_said_not_graded(capsys):
     history = capstone.train_and_compare(capstone.reference_attention_torch, problem=8, cfg=cfg, plot=False)
     assert history["learned"] is False
     assert "a problem of the course's configuration, not of your code" in capsys.readouterr().out
+
+
+def test_gpu_curves_are_compared_step_by_step_then_as_averages():
+    """bf16 runs part ways once the model learns (measured: after step ~160-250 even between two correct
+    attentions), so past `lockstep` only the last fifth's mean is compared; inside it every step is."""
+    from autograder.checks.failure import CheckFailed
+    ref = [4.0 - 0.01 * i for i in range(200)]
+    drifted = ref[:100] + [x * (1.2 if i % 2 else 0.8) for i, x in enumerate(ref[100:])]   # same mean, noisy
+    capstone.compare_curves(drifted, ref, 9, lockstep=100)
+    with pytest.raises(CheckFailed, match=r"the loss curves part: step 1\d\d, "):
+        capstone.compare_curves(drifted, ref, 9)                                   # every step compared
+    early = ref[:50] + [x * 1.05 for x in ref[50:]]
+    with pytest.raises(CheckFailed, match=r"step [5-9]\d, .*the gradients are not"):
+        capstone.compare_curves(early, ref, 9, lockstep=100)
+    worse = ref[:100] + [x * 1.08 for x in ref[100:]]
+    with pytest.raises(CheckFailed, match="agree for the first 100 steps, but over the last 40 steps"):
+        capstone.compare_curves(worse, ref, 9, lockstep=100)
+    cfg = capstone.config(8, tier="gpu")
+    assert cfg.lockstep == capstone.GPU_LOCKSTEP < cfg.steps and capstone.config(8, tier="cpu").lockstep is None

@@ -1,14 +1,15 @@
 """The capstone of the backward problems: train a small GPT with your attention and with PyTorch's.
 
 Same initial weights, same synthetic batches, same optimizer; only the attention differs. If your
-backward is right, the two loss curves coincide (up to 16-bit rounding). The data is generated here:
-each sequence repeats a random phrase, so the model can only lower its loss by attending back to
-the previous repetition, i.e. by learning through the attention's gradients. On the CPU tier a
-one-layer model learns it in 30 steps (the loss falls from ~1.9 to ~0.3; about a minute in the
-interpreter on 2 cores). On a GPU the capstone is the course's payoff: four layers over 4096 tokens
-(Problem 9: a window of 512 keys, 4 sinks, learned sink logits), and each training step's time with
-your kernels next to PyTorch's attention (SDPA; with a window or sinks it needs the dense N x N mask)
-and FlexAttention's, printed and plotted.
+backward is right, the two loss curves coincide (up to 16-bit rounding). The data is generated here,
+so the model can only lower its loss by attending to earlier tokens, i.e. by learning through the
+attention's gradients. On the CPU tier each sequence repeats a random phrase, and a one-layer model
+learns to copy it in 30 steps (the loss falls from ~1.9 to ~0.3; about a minute in the interpreter on
+2 cores). On a GPU the capstone is the course's payoff: four layers over 4096 tokens (Problem 9: a
+window of 512 keys, 4 sinks, learned sink logits), each sequence drawn from its own 4 of 64 tokens
+(4.3 -> 2.2 in 300 steps), and each training step's time with your kernels next to PyTorch's
+attention (SDPA; with a window or sinks it needs the dense N x N mask) and FlexAttention's, printed
+and plotted.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class Config:
     window_size: Optional[int] = None        # Problem 9: sliding window, sinks, learned sink logits
     sink_size: Optional[int] = None
     sink_logits: bool = False
+    lockstep: Optional[int] = None           # steps compared one by one (None: all); see train_and_compare
 
     @property
     def d_model(self):
@@ -79,20 +81,25 @@ def config(problem: int, tier: str = None) -> Config:
     # a GPU: long enough a context that skipping tiles pays (Problem 9 visits 1/8 of the causal
     # tiles: W = 512 of N = 4096), GPT-OSS's 4 sinks. The task needs no positions: each sequence
     # draws its tokens from its own 4 of 64, so the best guess is the tokens seen so far (loss
-    # ln 64 = 4.16 -> ln 4 = 1.39), which attention over the past (the window) provides. Copying a
-    # phrase, as on the CPU, did not learn in 200 steps at 2048-4096 tokens with learned absolute
-    # positions (measured on an H100: 4.4 -> 4.2 at every lr and period tried)
+    # ln 64 = 4.16 -> ln 4 = 1.39), which attention over the past (the window) provides. Measured on an
+    # H100 with the reference kernels, 300 steps: lr 1e-3 learns both problems (4.3 -> 2.2-2.3, most
+    # of it in the first 25 steps); lr 3e-3 only Problem 8, 1e-2 neither. Copying a phrase, as on the
+    # CPU, did not learn in 200 steps at 2048-4096 tokens (4.4 -> 4.2 at every lr and period tried)
     if spec.window:
         mask.update(window_size=512, sink_size=4)
     return Config(vocab=64, n_layer=4, n_q_heads=8, n_kv_heads=2, head_dim=64, seq_len=4096 if spec.window else 2048,
-                  batch=8, steps=GPU_STEPS, lr=3e-3, task="subset", alphabet=4, **mask)
+                  batch=8, steps=GPU_STEPS, lr=1e-3, task="subset", alphabet=4, lockstep=GPU_LOCKSTEP, **mask)
 
 
-# measured on 2 CPU cores with this model and PyTorch's attention at 128 tokens (window 32): 4.3 -> 3.6 in
-# 100 steps at lr 3e-3, the fall starting near step 50; at 64 tokens 4.3 -> 3.0 in 300 steps (lr 1e-2
-# first diverged to 6.2). Slower than `learned` asks; not yet run at 4096 tokens on a GPU, where a step
-# takes ~55 ms with the reference kernels
 GPU_STEPS = 300
+# In bf16 the two runs round P and dS differently; once the model learns, Adam's updates compound
+# that into two different (equally good) trajectories, so on a GPU the first steps are compared one
+# by one and the rest as the last fifth's mean loss. Measured on an H100 (300 steps, lr 1e-3): the
+# reference kernels first differ from SDPA by more than 3e-2 at step 253 (Problem 8) and 238 (9);
+# FlexAttention, another correct attention, at 229 and 159. Last fifth's means: 0.2-0.4% apart for
+# the reference kernels, 0.2-1.1% for FlexAttention
+GPU_LOCKSTEP = 100
+TAIL_RTOL = 0.05
 
 
 def pytorch_attention(q, k, v, is_causal=True, window_size=None, sink_size=None, sink_logits=None):
@@ -286,9 +293,10 @@ def _train(model, cfg, seed, desc=None, step_seconds=None, steps=None):
 def train_and_compare(attention_fn, problem: int = 8, cfg: Config = None, plot: bool = True,
                       rtol: float = None, verbose: bool = True):
     """Train the same TinyGPT with `attention_fn` and with PyTorch's attention; plot both loss
-    curves; raise AssertionError unless they agree step by step within `rtol`."""
+    curves; raise CheckFailed unless they agree step by step within `rtol` (on a GPU: the first
+    `cfg.lockstep` steps one by one, then the last fifth's mean loss within TAIL_RTOL)."""
     cfg = cfg or config(problem)
-    # measured: 1e-4 (CPU tier, fp16); bf16 rounds P and dS to 8 bits, and 60 Adam steps amplify it
+    # measured: 1e-4 (CPU tier, fp16); bf16 (P and dS rounded to 8 bits): under 5e-4 in the first 100 steps
     rtol = rtol if rtol is not None else (1e-3 if device.DTYPE == torch.float32 else
                                          5e-3 if device.DTYPE == torch.float16 else 3e-2)
     torch.manual_seed(0)
@@ -319,12 +327,33 @@ def train_and_compare(attention_fn, problem: int = 8, cfg: Config = None, plot: 
                                         theirs, verbose=verbose)
     if plot:
         _plot(history, problem)
-    diffs = [abs(a - b) / max(abs(b), 1e-6) for a, b in zip(yours, ref)]
+    compare_curves(yours, ref, problem, cfg.lockstep, rtol,
+                   verbose and (f"loss {yours[0]:.3f} -> {yours[-1]:.3f} with your kernels ({seconds:.1f} s), "
+                                f"{ref[0]:.3f} -> {ref[-1]:.3f} with PyTorch's attention "
+                                f"({history['seconds_pytorch']:.1f} s); "))
+    history["learned"] = learned(ref)
+    if not history["learned"] and verbose:
+        # the course's configuration, not the student's kernels: said, never graded
+        print(f"note: the model did not clearly learn in {cfg.steps} steps, with PyTorch's attention too "
+              f"({ref[0]:.3f} -> {ref[-1]:.3f}): a problem of the course's configuration, not of your code "
+              f"(your curve matches PyTorch's, which is what this cell grades); please report it")
+    return history
+
+
+def compare_curves(yours, ref, problem, lockstep=None, rtol=3e-2, say=None):
+    """Raise CheckFailed unless the loss curves agree: the first `lockstep` steps (None: all) one by one
+    within `rtol`, and the rest as the last fifth's mean within TAIL_RTOL. `say`: print the figures
+    after this prefix."""
+    lockstep = len(ref) if lockstep is None else min(lockstep, len(ref))
+    diffs = [abs(a - b) / max(abs(b), 1e-6) for a, b in zip(yours[:lockstep], ref[:lockstep])]
     worst = max(range(len(diffs)), key=diffs.__getitem__)
-    if verbose:
-        print(f"loss {yours[0]:.3f} -> {yours[-1]:.3f} with your kernels ({seconds:.1f} s), {ref[0]:.3f} -> "
-              f"{ref[-1]:.3f} with PyTorch's attention ({history['seconds_pytorch']:.1f} s); largest relative "
-              f"difference {diffs[worst]:.2e} (step {worst}, allowed {rtol:g}).")
+    tail = max(1, len(ref) // 5)
+    tail_yours, tail_ref = sum(yours[-tail:]) / tail, sum(ref[-tail:]) / tail
+    tail_diff = abs(tail_yours - tail_ref) / max(abs(tail_ref), 1e-6)
+    if say:
+        print(say + f"largest relative difference {diffs[worst]:.2e} (step {worst}, allowed {rtol:g})"
+              + (f" in the first {lockstep} steps; mean of the last {tail}: {tail_yours:.3f} against "
+                 f"{tail_ref:.3f} (allowed {TAIL_RTOL:.0%} apart)" if lockstep < len(ref) else "") + ".")
     if not all(math.isfinite(x) for x in yours):
         raise CheckFailed(Failure(f"the loss with your attention became NaN or inf "
                                   f"(step {next(i for i, x in enumerate(yours) if not math.isfinite(x))}).",
@@ -336,13 +365,12 @@ def train_and_compare(attention_fn, problem: int = 8, cfg: Config = None, plot: 
             + ("Already at step 0 the forward differs: check the forward." if worst == 0 else
                "The first step's loss agrees, so the forward is right and the gradients are not: run the "
                "check_backward cells above."), check=f"Problem {problem}"))
-    history["learned"] = learned(ref)
-    if not history["learned"] and verbose:
-        # the course's configuration, not the student's kernels: said, never graded
-        print(f"note: the model did not clearly learn in {cfg.steps} steps, with PyTorch's attention too "
-              f"({ref[0]:.3f} -> {ref[-1]:.3f}): a problem of the course's configuration, not of your code "
-              f"(your curve matches PyTorch's, which is what this cell grades); please report it")
-    return history
+    if lockstep < len(ref) and tail_diff > TAIL_RTOL:
+        raise CheckFailed(Failure(
+            f"the curves agree for the first {lockstep} steps, but over the last {tail} steps your model's "
+            f"mean loss is {tail_yours:.3f} against {tail_ref:.3f} with PyTorch's attention "
+            f"({tail_diff:.0%} apart, allowed {TAIL_RTOL:.0%}): a small error in the gradients that "
+            f"compounds; run the check_backward cells above.", check=f"Problem {problem}"))
 
 
 _SDPA_NAME = "PyTorch SDPA"
@@ -422,6 +450,11 @@ def _plot(history, problem):
     top.legend()
     diff = [max(abs(a - b) / max(abs(b), 1e-6), 1e-12) for a, b in zip(yours, ref)]
     bottom.semilogy(diff, color="#d62728", marker=".", lw=1)
+    lockstep = history["config"].lockstep
+    if lockstep is not None and lockstep < len(ref):
+        # past here bf16 rounding has the runs on their own trajectories: compared as averages
+        bottom.axvline(lockstep, color="gray", ls=":", lw=1)
+        bottom.text(lockstep, max(diff), " compared one by one up to here", fontsize=7, va="top", color="gray")
     bottom.set_ylabel("relative\ndifference")
     bottom.set_xlabel("step")
     try:
