@@ -51,13 +51,15 @@ test: setup          ## the test suite on this machine's tier (CI runs this)
 test-gpu: setup      ## the GPU tier: full-size cases and benchmarks (needs CUDA)
 	$(PY) -m pytest -q -m gpu
 
-build: setup         ## regenerate notebooks/*.ipynb, release/, solutions/, then re-execute stale tests/executed/ records
+build: setup         ## regenerate notebooks/*.ipynb, release/, solutions/, then refresh stale tests/executed/ records
 	$(PY) tools/build_course.py
 	$(PY) tools/executed_notebooks.py
+	$(PY) tools/kill_rate_records.py
 
 check-build: setup   ## fail if anything derived is stale
 	$(PY) tools/build_course.py --check
 	$(PY) tools/executed_notebooks.py --check
+	$(PY) tools/kill_rate_records.py --check
 
 clean:
 	rm -rf $(VENV) build

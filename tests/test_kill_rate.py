@@ -12,14 +12,18 @@ then the hidden tests. Targets:
 A surviving mutant means the checks need a case or a diagnosis, not that the catalog needs a change.
 Mutants of kind "slow" give the right output with the wrong algorithm; autograder.tile_skipping grades them.
 
-The mutants run in two worker processes (each check stops at its first failing case); the whole
-file takes a few minutes of CPU on the CPU tier. Run with -s to see the kill-rate table.
+The mutants run in two worker processes (each check stops at its first failing case): about 25
+minutes of the interpreter on one core. So each problem's verdicts are recorded by content hash in
+tests/executed/kill_rate.p<N>.json (tools/kill_rate_records.py, part of `make build`): the tests read
+a current record, grade live whatever has none, re-grade a few recorded mutants live to check the
+record, and fail while a record is stale. KILL_RATE_HIDDEN=always grades everything live. Run with
+-s to see the kill-rate table.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
+import hashlib
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -32,6 +36,7 @@ from autograder.problems import PROBLEMS as REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mutants  # noqa: E402
+from tools import kill_rate_records as records  # noqa: E402
 
 # Grading the mutants and counting tiles need the interpreter; the catalog itself is checked everywhere.
 cpu_tier = pytest.mark.skipif(autograder.TIER != "cpu", reason="the kill-rate suite runs on the CPU tier")
@@ -42,11 +47,12 @@ PROBLEMS = sorted(mutants.SLUGS)
 VISIBLE_TARGET = 0.95
 # "always": the hidden tests run on every mutant (the table shows both columns);
 # "survivors": only on mutants the visible cells miss (faster; enough for the targets)
-HIDDEN = os.environ.get("KILL_RATE_HIDDEN", "survivors")
+HIDDEN = os.environ.get("KILL_RATE_HIDDEN", records.HIDDEN)
+SPOT_CHECKS = 3         # recorded mutants re-graded live on every run
 
 
-def _init_worker(paths):
-    sys.path[:0] = paths
+def _problem(name):
+    return int(name.split(":")[1]) if name.startswith("reference:") else mutants.BY_NAME[name].problem
 
 
 def _words_ok(r):
@@ -93,30 +99,82 @@ def selected_names(session) -> list:
     return [n for n in everything if n in wanted]
 
 
-@pytest.fixture(scope="session")
-def results(request):
-    names = selected_names(request.session)
-    paths = [str(mutants.REPO), str(Path(__file__).resolve().parent)]
-    ctx = multiprocessing.get_context("spawn")
-    # The fixture runs for minutes with no test finishing: say how far it got (outside -q's capture).
+def _grade_live(request, names):
+    """Grade `names` in two worker processes, saying how far it got (outside -q's capture)."""
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     t0 = time.perf_counter()
-    with cf.ProcessPoolExecutor(max_workers=2, mp_context=ctx, initializer=_init_worker,
-                                initargs=(paths,)) as pool:
-        futures = {pool.submit(mutants.evaluate, name, "always" if name.startswith("reference:") else HIDDEN): name
-                   for name in names}
-        out = {}
-        for done, future in enumerate(cf.as_completed(futures), 1):
-            out[futures[future]] = future.result()
-            if terminal and capture and (done % 10 == 0 or done == len(names)):
-                with capture.global_and_fixture_disabled():
-                    terminal.ensure_newline()
-                    terminal.write_line(f"  kill rate: {done}/{len(names)} mutants graded "
-                                        f"({time.perf_counter() - t0:.0f} s)")
+
+    def progress(done, total):
+        if terminal and capture and (done % 10 == 0 or done == total):
+            with capture.global_and_fixture_disabled():
+                terminal.ensure_newline()
+                terminal.write_line(f"  kill rate: {done}/{total} mutants graded ({time.perf_counter() - t0:.0f} s)")
+
+    return {n: records.comparable(v) for n, v in records.grade(names, 2, progress).items()} if names else {}
+
+
+@pytest.fixture(scope="session")
+def recorded(request):
+    """{name: verdict} from the current records of the selected problems (none with KILL_RATE_HIDDEN=always)."""
+    if HIDDEN != records.HIDDEN:
+        return {}
+    out = {}
+    names = selected_names(request.session) or [m.name for m in GRADED]     # (only the re-grade selected)
+    for problem in sorted({_problem(n) for n in names}):
+        out.update(records.load(problem) or {})
+    return out
+
+
+@pytest.fixture(scope="session")
+def results(request, recorded):
+    names = selected_names(request.session)
+    out = {n: recorded[n] for n in names if n in recorded}
+    out.update(_grade_live(request, [n for n in names if n not in out]))
     table, _, _ = _table(out)
     print("\n" + table)
     return out
+
+
+@cpu_tier
+def test_recorded_verdicts_match_a_live_regrade(request, recorded):
+    """A few recorded verdicts, chosen anew whenever a record changes, graded again now: a record that
+    a key input missed, or a grade that is not deterministic, shows here."""
+    names = sorted(n for n in recorded if not n.startswith("reference:"))
+    if not names:
+        pytest.skip("no current record of the selected problems (everything was graded live)")
+    seed = hashlib.sha256("".join(names).encode() + repr(sorted(recorded.items())).encode()).hexdigest()
+    spot = random.Random(seed).sample(names, min(SPOT_CHECKS, len(names)))
+    live = _grade_live(request, spot)
+    for name in spot:
+        assert live[name] == recorded[name], (f"{name}: the recorded verdict differs from a live grade; "
+                                              f"run `python tools/kill_rate_records.py`\nrecorded: "
+                                              f"{recorded[name]}\nlive: {live[name]}")
+
+
+def test_kill_rate_records_are_current():
+    stale = records.stale(PROBLEMS)
+    assert not stale, (f"stale kill-rate records: {[str(records.record_path(p).relative_to(records.REPO)) for p in stale]}"
+                       f"; run `make build` (or python tools/kill_rate_records.py) and commit tests/executed/")
+
+
+def test_record_key_follows_every_input(tmp_path):
+    """One changed byte of the problem's notebook, the catalog, the build format, the autograder or the
+    pinned versions makes the record stale; another problem's notebook does not."""
+    slug, other = mutants.SLUGS[3], mutants.SLUGS[4]
+    inputs = [f"notebooks/{slug}/{slug}.py", "tests/mutants.py", "tools/build_course.py",
+              "tools/course_format.py", "autograder/spec/masks.py", "Makefile"]
+    for rel in inputs + [f"notebooks/{other}/{other}.py"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("TORCH_VERSION = 1\n")
+    base = records.key(3, tmp_path)
+    assert records.key(4, tmp_path) != base
+    for rel in inputs:
+        (tmp_path / rel).write_text("TORCH_VERSION = 2\n")
+        assert records.key(3, tmp_path) != base, rel
+        (tmp_path / rel).write_text("TORCH_VERSION = 1\n")
+    (tmp_path / f"notebooks/{other}/{other}.py").write_text("changed")
+    assert records.key(3, tmp_path) == base
 
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS, ids=lambda m: m.name)

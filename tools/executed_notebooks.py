@@ -38,12 +38,17 @@ def key(notebook: Path, which: str, repo: Path = REPO) -> str:
     """SHA-256 over the notebook's bytes, which run it is, and every input file (name and bytes)."""
     h = hashlib.sha256(f"{which}\n".encode())
     h.update(Path(notebook).read_bytes())
-    for pattern in _INPUT_GLOBS:
+    return hash_inputs(h, _INPUT_GLOBS, repo).hexdigest()
+
+
+def hash_inputs(h, patterns, repo: Path = REPO):
+    """Feed `h` the name and bytes of every file matching `patterns` (in order, sorted within each)."""
+    for pattern in patterns:
         for path in sorted(repo.glob(pattern)):
             if "__pycache__" not in path.parts:
                 h.update(f"\n{path.relative_to(repo).as_posix()}\n".encode())
                 h.update(_relevant_bytes(path))
-    return h.hexdigest()
+    return h
 
 
 def _relevant_bytes(path: Path) -> bytes:
