@@ -78,8 +78,8 @@ def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, p_power=1.0,
 
     p_factor(lse): a per-row factor on the recomputed P (lse in the wrong base); p_power: P ** p_power
     (exp where exp2 belongs: exp(x * log2 e) = P ** log2 e); delta=False: dS = P dP;
-    dq_factor / dk_factor: a wrong scale; group: "sum" (right), "first", "last" or "modulo" for
-    how dK/dV gather the query heads; dkdv_visible: the pairs the dK/dV loops visit; dkdv_pairs: the
+    dq_factor / dk_factor: a wrong scale; group: "sum" (right), "first", "last", "modulo" or
+    "consecutive" for how dK/dV gather the query heads; dkdv_visible: the pairs the dK/dV loops visit; dkdv_pairs: the
     pairs (query i, key j) a dK/dV kernel with its own, different mask sums, P recomputed from the scores
     alone (pairs the forward hides then count too)."""
     q, k, v, do = q.double(), k.double(), v.double(), do.double()
@@ -111,14 +111,18 @@ def manual_grads(q, k, v, do, visible, sink=None, *, p_factor=None, p_power=1.0,
         g = 0 if group == "first" else G - 1
         dk, dv = dk_h.view(B, Hkv, G, N, D)[:, :, g], dv_h.view(B, Hkv, G, N, D)[:, :, g]
     else:
-        # the dK/dV program of K/V head c visits query heads h with h % Hkv == c, recomputing P from
-        # its own k, v and their lse, delta: pairs of the wrong heads
-        idx = torch.arange(Hq, device=q.device) % Hkv
-        kw, vw = k[:, idx], v[:, idx]
-        pw = torch.exp(((q @ kw.transpose(-1, -2)) * scale).masked_fill(~visible, float("-inf")) - lse[..., None])
-        dsw = pw * (do @ vw.transpose(-1, -2) - dlt[..., None])
-        dk = torch.zeros_like(k).index_add_(1, idx, (dsw.transpose(-1, -2) @ q) * scale)
-        dv = torch.zeros_like(v).index_add_(1, idx, pw.transpose(-1, -2) @ do)
+        # the dK/dV program of K/V head c visits the wrong query heads h ("modulo": h % Hkv == c;
+        # "consecutive": h = c + g, g < G), recomputing P from its own k, v and their lse, delta
+        pairs = ([(h % Hkv, h) for h in range(Hq)] if group == "modulo" else
+                 [(c, c + g) for c in range(Hkv) for g in range(G)])
+        cidx = torch.tensor([c for c, _ in pairs], device=q.device)
+        hidx = torch.tensor([h for _, h in pairs], device=q.device)
+        qh, doh, kw, vw = q[:, hidx], do[:, hidx], k[:, cidx], v[:, cidx]
+        pw = torch.exp(((qh @ kw.transpose(-1, -2)) * scale).masked_fill(~visible, float("-inf"))
+                       - lse[:, hidx, :, None])
+        dsw = pw * (doh @ vw.transpose(-1, -2) - dlt[:, hidx, :, None])
+        dk = torch.zeros_like(k).index_add_(1, cidx, (dsw.transpose(-1, -2) @ qh) * scale)
+        dv = torch.zeros_like(v).index_add_(1, cidx, pw.transpose(-1, -2) @ doh)
     out = dict(o=o, dq=dq, dk=dk, dv=dv)
     if sink is not None:
         sink2 = sink.double()[None, :, None] * (1.0 if sink_base2 else LN2)
@@ -230,6 +234,11 @@ def _hypotheses(case, problem, visible, N, dev):
                                   "contributions (dK/dV not summed over the query-head group)."),
             (dict(group="modulo"), "dK and dV sum the query heads h with h % Hkv == kv_h; the course rule is "
                                    "kv_h = h // GROUP: the group of kv_h is h = kv_h * GROUP + g, g < GROUP."),
+            (dict(group="consecutive"), "dK and dV of K/V head kv_h sum the query heads "
+                                        + ("kv_h and kv_h + 1" if G == 2 else f"kv_h, kv_h + 1, ..., kv_h + {G - 1}")
+                                        + " (h = kv_h + g): neighbouring K/V heads share query heads "
+                                        "and the last ones are never summed. The course rule is kv_h = h // GROUP: "
+                                        "which query heads does that give K/V head kv_h?"),
         ]
     spec = problems.get(problem)
     if case.is_causal and (spec.window or spec.sinks):
