@@ -12,8 +12,8 @@ then the hidden tests. Targets:
 A surviving mutant means the checks need a case or a diagnosis, not that the catalog needs a change.
 Mutants of kind "slow" give the right output with the wrong algorithm; autograder.tile_skipping grades them.
 
-The mutants run in two worker processes (each check stops at its first failing case): about 25
-minutes of the interpreter on one core. So each problem's verdicts are recorded by content hash in
+The mutants run in two worker processes (each check stops at its first failing case): about 9
+minutes of the interpreter on 2 idle cores. So each problem's verdicts are recorded by content hash in
 tests/executed/kill_rate.p<N>.json (tools/kill_rate_records.py, part of `make build`): the tests read
 a current record, grade live whatever has none, re-grade a few recorded mutants live to check the
 record, and fail while a record is stale. KILL_RATE_HIDDEN=always grades everything live. Run with
