@@ -46,7 +46,7 @@ run: setup           ## check every reference solution (+ GPU benchmark table)
 
 test: setup          ## the test suite on this machine's tier (CI runs this)
 	@echo "make test: $(TEST_BANNER) ($(shell nproc 2>/dev/null || echo ?) cores here)"
-	$(PY) -m pytest -q -n auto --dist loadgroup -p no:benchmark --durations=15
+	$(PY) -m pytest -q -n auto --dist loadgroup --no-loadscope-reorder -p no:benchmark --durations=15
 
 test-gpu: setup      ## the GPU tier: full-size cases and benchmarks (needs CUDA)
 	$(PY) -m pytest -q -m gpu
@@ -55,11 +55,13 @@ build: setup         ## regenerate notebooks/*.ipynb, release/, solutions/, then
 	$(PY) tools/build_course.py
 	$(PY) tools/executed_notebooks.py
 	$(PY) tools/kill_rate_records.py
+	$(PY) tools/graded_reference_records.py
 
 check-build: setup   ## fail if anything derived is stale
 	$(PY) tools/build_course.py --check
 	$(PY) tools/executed_notebooks.py --check
 	$(PY) tools/kill_rate_records.py --check
+	$(PY) tools/graded_reference_records.py --check
 
 clean:
 	rm -rf $(VENV) build

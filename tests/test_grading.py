@@ -22,7 +22,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbgrader")
 
-REPO = Path(__file__).resolve().parent.parent
+from submissions import REPO, cells_by_id, index_of, release, solutions, solved, submit  # noqa: E402,F401
+
 GRADE = [sys.executable, str(REPO / "tools" / "grade.py")]
 P2, P3, P7 = "p2_triton_basics", "p3_flash_attention_forward", "p7_attention_sinks"
 P3_POINTS = {"p3_basic": 3, "p3_ragged": 3, "p3_layout": 2, "p3_headdim": 2}
@@ -42,43 +43,6 @@ def grade(course, *args, timeout=900):
     return out.stdout
 
 
-def cells_by_id(nb):
-    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
-
-
-def solutions(course, slug):
-    """The reference text of every solution cell (solution delimiters dropped, as a student would)."""
-    src = nbformat.read(str(course / "source" / slug / f"{slug}.ipynb"), as_version=4)
-    out = {}
-    for gid, c in cells_by_id(src).items():
-        if c.metadata["nbgrader"].get("solution"):
-            out[gid] = "\n".join(ln for ln in c.source.split("\n") if "### BEGIN SOLUTION" not in ln
-                                 and "### END SOLUTION" not in ln)
-    return out
-
-
-def release(course, slug):
-    return nbformat.read(str(course / "release" / slug / f"{slug}.ipynb"), as_version=4)
-
-
-def solved(course, slug, **replace):
-    nb = release(course, slug)
-    sols = solutions(course, slug)
-    for gid, c in cells_by_id(nb).items():
-        if gid in sols:
-            c.source = sols[gid]
-        for old, new in replace.get(gid, []):
-            assert old in c.source, (gid, old)
-            c.source = c.source.replace(old, new)
-    return nb
-
-
-def submit(course, student, slug, nb):
-    d = course / "submitted" / student / slug
-    d.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(d / f"{slug}.ipynb"))
-
-
 def colab(nb):
     """What Colab saves: no nbgrader metadata, its own cell ids in metadata, nbformat 4.0, outputs."""
     nb = copy.deepcopy(nb)
@@ -90,10 +54,6 @@ def colab(nb):
         if c.cell_type == "code":
             c.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran in colab\n")]
     return nb
-
-
-def index_of(nb, gid):
-    return next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
 
 
 def scores(course):
@@ -293,8 +253,14 @@ def test_hostile_submissions(tmp_path):
     grade(course, "release", "--no-build")
     fmt = dict(repo=REPO, course=course, outside=outside)
 
+    # every reference solution keeps full points through the replay. `make build` grades them all
+    # (tools/graded_reference_records.py); here: Problem 3's, those without a current record, and one recorded
+    # problem chosen from the keys, each of which must give its recorded result
+    from tools import graded_reference_records as records
     slugs = sorted(p.name for p in (course / "source").iterdir())
-    for slug in slugs:          # every reference solution keeps full points through the replay
+    recorded = records.current(slugs)
+    live = [s for s in slugs if s not in recorded or s in (P3, records.spot_check(recorded, exclude=(P3,)))]
+    for slug in live:
         submit(course, "ref", slug, solved(course, slug))
     for student, patch in (("patcher", "autograder.check = lambda *a, **k: None"),
                            ("patcher2", "autograder.check = lambda *a, **k: None\n"
@@ -334,7 +300,15 @@ def test_hostile_submissions(tmp_path):
     full = {k: float(v) for k, v in P3_POINTS.items()}
     assert s[("ref", P3)] == full and s[("vandal", P3)] == full
     for slug in slugs:
-        assert sum(s[("ref", slug)].values()) == 10, (slug, s[("ref", slug)])
+        result = json.loads((course / "results" / "ref" / f"{slug}.json").read_text()) if slug in live \
+            else recorded[slug]["result"]
+        assert sum(c["score"] for c in result["cells"].values()) == 10, (slug, result["cells"])
+        assert all(c["replayed"] for c in result["cells"].values()), (slug, result["cells"])
+        if slug in live:
+            assert sum(s[("ref", slug)].values()) == 10, (slug, s[("ref", slug)])
+            if slug in recorded:
+                assert records.comparable(result) == recorded[slug]["result"], \
+                    f"{slug}: the reference no longer grades as recorded; run `make build` if that is intended"
     assert sum(s[("broadcast", P3)].values()) == 0
     res = json.loads((course / "results" / "broadcast" / f"{P3}.json").read_text())
     assert "the full score matrix" in res["cells"]["p3_basic"]["why"], res["cells"]["p3_basic"]
@@ -374,7 +348,8 @@ def test_hostile_submissions(tmp_path):
         con.execute("update grade set manual_score = 0")
     summary = grade(course, "summary")
     assert re.search(r"thief[\s-]+0/10", summary) and "changed after grading" in summary, summary
-    assert re.search(r"ref" + r"\s+10/10" * len(slugs), summary), summary     # the gradebook edit is not used
+    ref_row = next(line.split() for line in summary.splitlines() if line.startswith("ref "))
+    assert [c for c in ref_row[1:-1] if c != "-"] == ["10/10"] * len(live), summary   # the gradebook edit is not used
     assert "gradebook differs" in summary
     # --force grades again from scratch: the manual scores written into the gradebook are gone
     grade(course, "autograde", "-s", "ref", "-a", P3, "--force")
@@ -411,6 +386,36 @@ def test_hostile_submissions(tmp_path):
     rc, out = _run(course, "summary")
     assert rc == 2 and "not a readable nbgrader gradebook" in out and "Traceback" not in out, out
     assert {p: p.read_bytes() for p in (course / "results").rglob("*.json")} == before
+
+
+def test_graded_reference_records_are_current():
+    sys.path.insert(0, str(REPO))
+    from tools import graded_reference_records as records
+    stale = records.stale(records.slugs(), records.tier())
+    assert not stale, (f"stale graded-reference records: {[str(records.record_path(s).relative_to(REPO)) for s in stale]}"
+                       f"; run `make build` (or python tools/graded_reference_records.py) and commit tests/executed/")
+
+
+def test_graded_reference_key_follows_every_input(tmp_path):
+    """One changed byte of the problem's notebooks, the submission maker, the grader, the autograder or the pinned
+    versions, or another tier, makes the record stale; another problem's notebook does not."""
+    sys.path.insert(0, str(REPO))
+    from tools import graded_reference_records as records
+    inputs = [f"notebooks/{P3}/{P3}.ipynb", f"release/{P3}/{P3}.ipynb", "tests/submissions.py", "tools/grade.py",
+              "tools/grading/sandbox/launcher.py", "tools/grading/replay/replayer.py", "autograder/spec/masks.py",
+              "tools/course_format.py", "Makefile"]
+    other = f"notebooks/{P2}/{P2}.ipynb"
+    for rel in inputs + [other]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("TORCH_VERSION = 1\n")
+    base = records.key(P3, "cpu", tmp_path)
+    assert records.key(P2, "cpu", tmp_path) != base and records.key(P3, "gpu", tmp_path) != base
+    for rel in inputs:
+        (tmp_path / rel).write_text("TORCH_VERSION = 2\n")
+        assert records.key(P3, "cpu", tmp_path) != base, rel
+        (tmp_path / rel).write_text("TORCH_VERSION = 1\n")
+    (tmp_path / other).write_text("changed")
+    assert records.key(P3, "cpu", tmp_path) == base
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def sh(args, env=None, timeout=7200):
 
 
 def make_class(course: Path, units: int, mix: str = "class") -> int:
-    from test_grading import release, solved, submit
+    from submissions import release, solved, submit
     sh(["release", "--course", str(course), "--no-build", *[a for p in PROBLEMS for a in ("-a", p)]])
     bug = {"p3_flash_attention_forward": {"p3_kernel": [
         ("Q_ptr += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh",
