@@ -24,7 +24,7 @@ INSTALL_TORCH := echo "setup: installing torch $(TORCH_VERSION) (the CPU wheel, 
 	else echo "setup: $(TORCH_CPU_INDEX) unreachable, torch==$(TORCH_VERSION) comes from the default index"; \
 	$(PY) -m pip install -q torch==$(TORCH_VERSION); fi && \
 	$(PY) -m pip install -q triton==$(TRITON_VERSION)
-TEST_BANNER   := CPU tier (Triton interpreter), on every core (pytest-xdist): about 25 min on 2 cores (grading end to end: the sandbox, a real Slurm and Gradescope's harness are two thirds of it); one problem's tests: pytest -k p3, about a minute
+TEST_BANNER   := CPU tier (Triton interpreter), on every core (pytest-xdist): about 20 min on 2 cores (grading end to end: the sandbox, a real Slurm and Gradescope's harness are most of it); one problem's tests: pytest -k p3, about a minute
 endif
 
 .PHONY: setup run test test-gpu build check-build clean
