@@ -705,6 +705,22 @@ def grade(module, problem: int, part: str) -> Outcome:
 # one mutant, end to end (also the unit of work of the kill-rate test's worker processes)
 
 BY_NAME = {m.name: m for m in MUTANTS}
+_REFERENCE = "reference:"      # a problem's reference solution, graded beside its mutants under this name
+
+
+def reference_name(problem: int) -> str:
+    return f"{_REFERENCE}{problem}"
+
+
+def reference_problem(name: str) -> int | None:
+    """The problem whose reference `name` is (see reference_name), None for a mutant's name."""
+    return int(name[len(_REFERENCE):]) if name.startswith(_REFERENCE) else None
+
+
+def problem_of(name: str) -> int:
+    """The problem a reference or mutant name belongs to."""
+    problem = reference_problem(name)
+    return BY_NAME[name].problem if problem is None else problem
 
 
 def evaluate(name: str, hidden: str = "always") -> dict:
@@ -714,8 +730,8 @@ def evaluate(name: str, hidden: str = "always") -> dict:
     import time
     import autograder  # noqa: F401 - the tier first
     t0 = time.perf_counter()
-    if name.startswith("reference:"):
-        problem = int(name.split(":")[1])
+    problem = reference_problem(name)
+    if problem is not None:
         module, words, kind = reference(problem), (), "reference"
     else:
         mutant = BY_NAME[name]

@@ -51,10 +51,6 @@ HIDDEN = os.environ.get("KILL_RATE_HIDDEN", records.HIDDEN)
 SPOT_CHECKS = 3         # recorded mutants re-graded live on every run
 
 
-def _problem(name):
-    return int(name.split(":")[1]) if name.startswith("reference:") else mutants.BY_NAME[name].problem
-
-
 def _words_ok(r):
     msg = (r["visible_msg"] if r["visible"] else r["hidden_msg"]).lower()
     return all(w.lower() in msg for w in r["words"])
@@ -84,7 +80,7 @@ def _table(results):
 def selected_names(session) -> list:
     """The references and mutants the selected tests read: `pytest -k p3` grades Problem 3's only;
     a test over the whole catalog (the kill-rate targets) needs every one."""
-    everything = [f"reference:{p}" for p in PROBLEMS] + [m.name for m in GRADED]
+    everything = [mutants.reference_name(p) for p in PROBLEMS] + [m.name for m in GRADED]
     wanted = set()
     for item in session.items:
         if "results" not in getattr(item, "fixturenames", ()):
@@ -93,7 +89,7 @@ def selected_names(session) -> list:
         if "mutant" in params:
             wanted.add(params["mutant"].name)
         elif "problem" in params:
-            wanted.add(f"reference:{params['problem']}")
+            wanted.add(mutants.reference_name(params["problem"]))
         else:
             return everything
     return [n for n in everything if n in wanted]
@@ -121,7 +117,7 @@ def recorded(request):
         return {}
     out = {}
     names = selected_names(request.session) or [m.name for m in GRADED]     # (only the re-grade selected)
-    for problem in sorted({_problem(n) for n in names}):
+    for problem in sorted({mutants.problem_of(n) for n in names}):
         out.update(records.load(problem) or {})
     return out
 
@@ -140,7 +136,7 @@ def results(request, recorded):
 def test_recorded_verdicts_match_a_live_regrade(request, recorded):
     """A few recorded verdicts, chosen anew whenever a record changes, graded again now: a record that
     a key input missed, or a grade that is not deterministic, shows here."""
-    names = sorted(n for n in recorded if not n.startswith("reference:"))
+    names = sorted(n for n in recorded if mutants.reference_problem(n) is None)
     if not names:
         pytest.skip("no current record of the selected problems (everything was graded live)")
     seed = hashlib.sha256("".join(names).encode() + repr(sorted(recorded.items())).encode()).hexdigest()
@@ -193,7 +189,7 @@ def test_catalog_covers_every_problem():
 @cpu_tier
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: f"p{p}")
 def test_reference_passes_visible_and_hidden(results, problem):
-    r = results[f"reference:{problem}"]
+    r = results[mutants.reference_name(problem)]
     assert not r["visible"], f"reference of Problem {problem} fails its visible cells:\n{r['visible_msg']}"
     assert not r["hidden"], f"reference of Problem {problem} fails its hidden tests:\n{r['hidden_msg']}"
 

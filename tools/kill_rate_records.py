@@ -42,7 +42,7 @@ def _mutants():
 def names(problem: int) -> list:
     """The reference and the graded mutants (bugs and cheats) of `problem`, in catalog order."""
     m = _mutants()
-    return [f"reference:{problem}"] + [x.name for x in m.MUTANTS if x.problem == problem and x.kind in ("bug", "cheat")]
+    return [m.reference_name(problem)] + [x.name for x in m.MUTANTS if x.problem == problem and x.kind in ("bug", "cheat")]
 
 
 def key(problem: int, repo: Path = REPO) -> str:
@@ -66,7 +66,7 @@ def load(problem: int, records: Path = RECORDS):
 
 
 def hidden_mode(name: str) -> str:
-    return "always" if name.startswith("reference:") else HIDDEN
+    return "always" if _mutants().reference_problem(name) is not None else HIDDEN
 
 
 def _init_worker(paths):
