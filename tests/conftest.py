@@ -8,8 +8,8 @@ other tests go to whichever worker is free, which fills the cores that the long 
 
 The longest work goes first: xdist hands out work in collection order (`make test` passes
 --no-loadscope-reorder; by default it would order scopes by how many tests they hold), so a long test
-collected late would run alone at the end while the other core idles (about 5 core-minutes of the 27 of a
-2-core run measured before).
+collected late would run alone at the end while the other core idles (18% of a 2-core run's CPU idle before, 5% after,
+by vmstat).
 """
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ GROUPS = {
 }
 
 
-# the longest tests and groups, longest first (seconds on 2 busy cores, `make test --durations`): the grading runs
-# end to end, each grading units in two processes of its own
+# the longest tests and groups, longest first (seconds on 2 busy cores, a fresh clone's `make test --durations`):
+# the grading runs end to end, each grading units in two processes of its own
 LONGEST_FIRST = (
-    "test_grading_scale.py::test_slurm_grades_like_local",          # ~470 with its group (a real Slurm)
-    "test_gradescope.py::test_gradescope_autograder",               # ~370 (setup.sh builds a venv)
-    "test_grading.py::test_grading_end_to_end",                     # ~310
-    "test_grading.py::test_hostile_submissions",                    # ~250
-    "test_grading.py::test_hostile_class_round_two",                # ~170
-    "test_grading.py::test_hostile_names_links_and_feedback",       # ~110
+    "test_grading_scale.py::test_slurm_grades_like_local",          # ~410 with its group (a real Slurm)
+    "test_grading.py::test_hostile_submissions",                    # ~330 (two references live, one of them P9)
+    "test_gradescope.py::test_gradescope_autograder",               # ~305 (setup.sh builds a venv)
+    "test_grading.py::test_grading_end_to_end",                     # ~230
+    "test_grading.py::test_hostile_class_round_two",                # ~105
+    "test_grading.py::test_hostile_names_links_and_feedback",       # ~95
 )
 
 
